@@ -1,0 +1,104 @@
+"""Python API for scripts and tests: the same machinery as the nodes, without the node UI.
+
+    from nodes.api import patch_model, concept_maps, concept_masks
+    patched = patch_model(model, embeddings, ["dragon", "sky", "background"])
+    samples = comfy.sample.sample(patched, ...)              # any sampler
+    maps = concept_maps(patched, samples)                     # ConceptMaps, token grid
+    masks = concept_masks(maps)                               # [B, C, H, W] at image size
+"""
+from __future__ import annotations
+
+import torch
+
+from . import flux
+from .capture import VARIANTS, ConceptConfig, ConceptInputError, ConceptMaps, parse_blocks
+from .masks import grid_to_pixels
+
+SOURCES = ("auto", "sampling", "latent")
+
+
+def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str = "last 4",
+                start_percent: float = 0.0, end_percent: float = 1.0, variant: str = "output space",
+                empty_prompt: torch.Tensor | None = None):
+    """Return a clone of the ModelPatcher `model` that records concept maps while it samples.
+
+    concept_embeddings: [C, text_dim], one row per concept (already encoded, e.g. with
+    text_encoding.encode_concepts or any custom text encoder); names: the C concept names.
+    blocks: which double blocks' scores are averaged ('last 4', 'all', '15-18', '0,2').
+    start_percent/end_percent: the window of sampling steps whose maps are averaged.
+    variant: 'output space' (the paper's method) or 'cross attention' (its baseline).
+    empty_prompt: [1, L, text_dim], the prompt the encode path uses when none is given.
+    """
+    names = tuple(names)
+    if variant not in VARIANTS:
+        raise ConceptInputError(f"map_variant: expected one of {VARIANTS}, received {variant!r}.")
+    if not 0.0 <= start_percent < end_percent <= 1.0:
+        raise ConceptInputError(
+            f"start_percent/end_percent: need 0 <= start < end <= 1, received {start_percent} and "
+            f"{end_percent}.")
+    if len(set(n.lower() for n in names)) != len(names) or not names:
+        raise ConceptInputError(f"concepts: need distinct, non-empty names, received {list(names)}.")
+    depth = len(flux.flux_diffusion_model(model).double_blocks)
+    config = ConceptConfig(
+        names=names,
+        embeddings=torch.as_tensor(concept_embeddings).detach().float().cpu(),
+        blocks=parse_blocks(blocks, depth),
+        start_percent=float(start_percent),
+        end_percent=float(end_percent),
+        variant=variant,
+        empty_prompt=None if empty_prompt is None else empty_prompt.detach().float().cpu(),
+    )
+    return flux.patch_flux(model, config)
+
+
+def concept_maps(model, latent, *, source: str = "auto", noise_level: float | None = None,
+                 seeds=(0,), conditioning: torch.Tensor | None = None,
+                 noise: torch.Tensor | None = None) -> ConceptMaps:
+    """Maps for `latent` (a LATENT dict or its samples tensor [B, 16, h, w]).
+
+    source 'sampling': the maps captured while this patched model sampled exactly this latent.
+    source 'latent': computed now from the latent (the encode path: noise at `noise_level`, a
+    sigma; default: the model's schedule at its midpoint, 0.5 for schnell, ~0.76 for dev).
+    source 'auto': captured maps when there are, otherwise computed.
+    """
+    if source not in SOURCES:
+        raise ConceptInputError(f"source: expected one of {SOURCES}, received {source!r}.")
+    samples = latent["samples"] if isinstance(latent, dict) else latent
+    if getattr(samples, "is_nested", False):
+        raise ConceptInputError("latent: nested (multi-part) latents are not supported.")
+    flux.flux_diffusion_model(model)
+    store = flux.concept_store(model)
+    if store is None:
+        raise ConceptInputError(
+            "model: this MODEL carries no concepts. Connect the MODEL output of a Concept Attention "
+            "node (the same one the sampler used).")
+    if source != "latent":
+        maps = store.find(samples)
+        if maps is not None:
+            return maps
+        if source == "sampling":
+            raise ConceptInputError(
+                "latent: no maps were captured for this latent. Connect the LATENT that a sampler "
+                "produced with this patched MODEL, check that start/end percent select at least one "
+                "step, or set source to 'latent' to compute maps from the latent itself.")
+    if samples.ndim != 4:
+        raise ConceptInputError(f"latent: expected samples [B, C, h, w], received {list(samples.shape)}.")
+    if noise_level is None:
+        noise_level = default_noise_level(model)
+    return flux.maps_from_latent(model, samples, float(noise_level), list(seeds), conditioning, noise)
+
+
+def noise_sigma(model, position: float) -> float:
+    """The sigma at `position` (0 clean .. 1 pure noise) of the model's noise schedule, shift
+    included: 0.5 -> 0.5 for schnell, about 0.76 for dev (the authors' step 2 of 4)."""
+    sampling = model.get_model_object("model_sampling")
+    return float(sampling.percent_to_sigma(1.0 - float(position)))
+
+
+def default_noise_level(model) -> float:
+    return noise_sigma(model, 0.5)
+
+
+def concept_masks(maps: ConceptMaps, latent_scale: int = 8, patch_size: int = 2) -> torch.Tensor:
+    """[B, C, H, W] at image resolution (latent size x 8), values 0..1."""
+    return grid_to_pixels(maps.maps, maps.latent_size, latent_scale, patch_size)

@@ -1,0 +1,120 @@
+"""The node schemas: validate the inputs, call the layers below, shape the outputs."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from . import api
+from .capture import VARIANTS, ConceptInputError, parse_concepts
+from .masks import colorize, select_concepts
+from .text_encoding import encode_concepts, encode_prompt
+
+CATEGORY = "conditioning/concept attention"
+
+
+class ConceptAttention(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ConceptAttentionFlux",
+            display_name="Concept Attention (Flux)",
+            category=CATEGORY,
+            description="Records a saliency map per concept while any sampler runs this model "
+                        "(ConceptAttention, Helbling et al. 2025). The generated image is unchanged.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Flux.1 model (dev, schnell, fine-tunes, LoRAs)."),
+                io.Clip.Input("clip", tooltip="The Flux CLIP you already loaded (clip_l + t5xxl); concepts "
+                                              "are encoded with its T5-XXL side."),
+                io.String.Input("concepts", multiline=True, default="subject\nbackground",
+                                tooltip="One concept per line (or comma-separated), e.g. 'dragon, sky, "
+                                        "background'. Maps compete per pixel, so give at least two; "
+                                        "'background' is a good second concept."),
+                io.String.Input("blocks", default="last 4",
+                                tooltip="Double blocks whose maps are averaged: 'last 4' (default, the "
+                                        "paper's), 'all', a range '15-18' or indices '0,2,5'."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="First part of the sampling steps whose maps are averaged."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Steps from this fraction on are not averaged."),
+                io.Combo.Input("map_variant", options=list(VARIANTS), default=VARIANTS[0],
+                               tooltip="'output space': the paper's method (sharpest). 'cross attention': "
+                                       "query-query maps, the paper's baseline, for comparison."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model, recording concept maps when sampled. Connect it "
+                                             "to the sampler and to Concept Saliency.")],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, concepts, blocks, start_percent, end_percent, map_variant) -> io.NodeOutput:
+        names = parse_concepts(concepts)
+        if len(names) < 2:
+            raise ConceptInputError(
+                f"concepts: only {names} was given. Maps are a softmax over concepts, so one concept "
+                "covers everything; add a second one such as 'background'.")
+        if clip is None:
+            raise ConceptInputError("clip: no CLIP is connected; connect the Flux DualCLIPLoader output.")
+        patched = api.patch_model(
+            model, encode_concepts(clip, names), names, blocks=blocks, start_percent=start_percent,
+            end_percent=end_percent, variant=map_variant, empty_prompt=encode_prompt(clip, ""))
+        return io.NodeOutput(patched)
+
+
+class ConceptSaliency(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ConceptSaliency",
+            display_name="Concept Saliency",
+            category=CATEGORY,
+            description="Concept maps as masks and heatmaps, for a latent the patched model sampled "
+                        "(maps captured during sampling) or any other latent, e.g. VAE Encode of a photo "
+                        "(maps computed from the latent with one forward pass).",
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL output of Concept Attention (Flux)."),
+                io.Latent.Input("latent", tooltip="The sampler's output LATENT, or any Flux latent "
+                                                  "(VAE Encode of an image) to compute maps for."),
+                io.String.Input("concept", default="",
+                                tooltip="Concept name(s) for the 'mask' output; several comma-separated "
+                                        "names give their union. Empty: the first concept."),
+                io.Combo.Input("source", options=list(api.SOURCES), default="auto",
+                               tooltip="auto: maps captured while sampling this latent if there are, else "
+                                       "computed from the latent. sampling: captured only (error if none). "
+                                       "latent: always computed from the latent (noise, one forward pass)."),
+                io.Float.Input("noise_level", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="When computing from a latent: the position in the model's noise "
+                                       "schedule (0.5 = the paper's: sigma 0.5 for schnell, about 0.76 for "
+                                       "dev). Lower keeps more detail, higher is smoother."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                             tooltip="Noise seed when computing from a latent."),
+                io.Int.Input("seed_count", default=1, min=1, max=16,
+                             tooltip="Noises averaged when computing from a latent (the paper uses 5): "
+                                     "cleaner maps, one batched pass that costs that many images."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Optional prompt when computing from a latent; default is the "
+                                              "empty prompt."),
+            ],
+            outputs=[
+                io.Mask.Output("masks", tooltip="Every concept's map, [B*C, H, W] image-major: image 0's "
+                                                "concepts in order, then image 1's. Soft 0..1; per pixel the "
+                                                "concepts sum to 1."),
+                io.Image.Output("heatmaps", tooltip="The same maps coloured (plasma), one min/max per image."),
+                io.Mask.Output("mask", tooltip="The chosen concept(s) per image, [B, H, W]."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, concept, source, noise_level, seed, seed_count,
+                conditioning=None) -> io.NodeOutput:
+        context = None
+        if conditioning is not None:
+            if len(conditioning) != 1:
+                raise ConceptInputError(f"conditioning: expected one prompt, received {len(conditioning)} "
+                                        "entries (combine them with one CLIP Text Encode).")
+            context = conditioning[0][0]
+        maps = api.concept_maps(
+            model, latent, source=source, noise_level=api.noise_sigma(model, noise_level),
+            seeds=range(seed, seed + seed_count), conditioning=context)
+        chosen = select_concepts(maps.names, concept)
+        masks = api.concept_masks(maps)  # [B, C, H, W]
+        mask = masks[:, chosen].amax(dim=1)
+        return io.NodeOutput(masks.flatten(0, 1), colorize(masks), mask)

@@ -1,0 +1,91 @@
+"""The concept stream through one Flux-style double-stream block, and its saliency scores.
+
+Pure torch, no ComfyUI import. Duck-typed on the block's text-side submodules (``txt_mod``,
+``txt_norm1``, ``txt_attn.qkv``, ``txt_attn.norm``, ``txt_attn.proj``, ``txt_norm2``,
+``txt_mlp``): they are called, never read by weight name, so the host's weight casting,
+quantised ops and offloading still apply.
+
+Shapes: B batch rows, C concepts, N image tokens, H heads, D head dim, d = H * D.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange
+
+
+@dataclass
+class ConceptQKV:
+    """Concept queries/keys/values of one block (after QK-norm; RoPE is the identity on
+    concepts, whose position ids are all zero) and the block's text-side modulations."""
+
+    q: torch.Tensor  # [B, H, C, D]
+    k: torch.Tensor  # [B, H, C, D]
+    v: torch.Tensor  # [B, H, C, D]
+    mod_attn: Any  # shift, scale, gate of the attention half
+    mod_mlp: Any  # shift, scale, gate of the MLP half
+
+
+def concept_qkv(block, concepts: torch.Tensor, vec_c: torch.Tensor) -> ConceptQKV:
+    """concepts [B, C, d], vec_c [B, d] -> the concept q/k/v of this block."""
+    mod_attn, mod_mlp = block.txt_mod(vec_c)
+    modulated = torch.addcmul(mod_attn.shift, block.txt_norm1(concepts), 1 + mod_attn.scale)
+    qkv = block.txt_attn.qkv(modulated)
+    q, k, v = rearrange(qkv, "B C (K H D) -> K B H C D", K=3, H=block.num_heads)
+    q, k = block.txt_attn.norm(q, k, v)
+    return ConceptQKV(q, k, v, mod_attn, mod_mlp)
+
+
+def concept_attention(concept: ConceptQKV, img_k: torch.Tensor, img_v: torch.Tensor) -> torch.Tensor:
+    """Concept queries attend to concept keys and image keys, never to prompt keys.
+
+    Only the C concept query rows are computed, and the image keys/values are used in place
+    (no concatenation copy): the softmax is taken jointly over the two key blocks.
+    img_k, img_v: [B, H, N, D] (img_k with the image RoPE applied). Returns [B, C, d].
+    """
+    q = concept.q
+    scale = q.shape[-1] ** -0.5
+    logits_concepts = torch.matmul(q, concept.k.transpose(-1, -2)).float() * scale  # B H C C
+    logits_image = torch.matmul(q, img_k.transpose(-1, -2)).float() * scale  # B H C N
+    peak = torch.maximum(logits_concepts.amax(-1, keepdim=True), logits_image.amax(-1, keepdim=True))
+    weights_concepts = (logits_concepts - peak).exp_()
+    weights_image = (logits_image - peak).exp_()
+    total = weights_concepts.sum(-1, keepdim=True) + weights_image.sum(-1, keepdim=True)
+    weights_concepts = (weights_concepts / total).to(q.dtype)
+    weights_image = (weights_image / total).to(q.dtype)
+    out = torch.matmul(weights_concepts, concept.v) + torch.matmul(weights_image, img_v)
+    return rearrange(out, "B H C D -> B C (H D)")
+
+
+def concept_update(block, concepts: torch.Tensor, concept_out: torch.Tensor, concept: ConceptQKV) -> torch.Tensor:
+    """The residual updates of the concept stream with the block's text-side proj and MLP."""
+    concepts = concepts + block.txt_attn.proj(concept_out) * concept.mod_attn.gate
+    mlp_in = torch.addcmul(concept.mod_mlp.shift, block.txt_norm2(concepts), 1 + concept.mod_mlp.scale)
+    concepts = concepts + block.txt_mlp(mlp_in) * concept.mod_mlp.gate
+    if concepts.dtype == torch.float16:  # as the prompt stream does
+        concepts = torch.nan_to_num(concepts, nan=0.0, posinf=65504, neginf=-65504)
+    return concepts
+
+
+def output_space_scores(concept_out: torch.Tensor, img_out: torch.Tensor) -> torch.Tensor:
+    """S = Oc . Ox^T over all d features, no scaling: [B, C, d] x [B, N, d] -> [B, C, N] float32."""
+    return torch.matmul(concept_out, img_out.transpose(1, 2)).float()
+
+
+def cross_attention_scores(concept_q: torch.Tensor, img_q: torch.Tensor) -> torch.Tensor:
+    """Sum over heads of qc . qx^T (both after QK-norm, before RoPE): -> [B, C, N] float32."""
+    return torch.einsum("bhcd,bhnd->bcn", concept_q.float(), img_q.float())
+
+
+def undo_rope(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+    """Inverse of Flux's RoPE: x [B, H, N, D] rotated by pe [B|1, 1, N, D/2, 2, 2].
+
+    Each pair of features was multiplied by a 2x2 rotation; its transpose undoes it.
+    Computed in float32.
+    """
+    pairs = x.float().reshape(*x.shape[:-1], -1, 1, 2)
+    inverse = pe.float().transpose(-1, -2)
+    out = inverse[..., 0] * pairs[..., 0] + inverse[..., 1] * pairs[..., 1]
+    return out.reshape(x.shape)

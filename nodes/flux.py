@@ -1,0 +1,315 @@
+"""The Flux.1 adapter: ModelPatcher glue that runs the concept stream beside a Flux model.
+
+Only ModelPatcher APIs are used (clone, block replace patches, wrappers, the attention
+override): the incoming model is never mutated, and nothing stays hooked after a run.
+
+Per patched model: a ConceptStore (concepts, settings, captured maps) in transformer_options.
+Per sampling run: a ConceptCapture put in place by the OUTER_SAMPLE wrapper, dropped after.
+Per model call: a FluxConceptForward (the concept stream's state between blocks) put in place
+by the DIFFUSION_MODEL wrapper for the positive batch rows of selected steps.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.ldm.flux.model
+import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
+from comfy.ldm.flux.layers import timestep_embedding
+
+from .capture import ConceptCapture, ConceptConfig, ConceptInputError, ConceptMaps, ConceptStore
+from .concept_stream import (
+    concept_attention, concept_qkv, concept_update, cross_attention_scores, output_space_scores, undo_rope,
+)
+
+log = logging.getLogger(__name__)
+
+STORE_KEY = "concept_attention"
+CAPTURE_KEY = "concept_attention_capture"
+FORWARD_KEY = "concept_attention_forward"
+WRAPPER_KEY = "concept_attention"
+SUPPORTED = "Flux.1 dev, Flux.1 schnell and models built on them (Krea, fine-tunes, LoRAs)"
+
+
+class UnsupportedModelError(ConceptInputError):
+    pass
+
+
+class _StopAfterConcepts(Exception):
+    """Ends an encode pass after the last scored double block (single blocks are not needed)."""
+
+
+def flux_diffusion_model(model) -> comfy.ldm.flux.model.Flux:
+    """The Flux.1 diffusion model inside a ModelPatcher, or a clear error naming what is supported."""
+    diffusion = getattr(getattr(model, "model", None), "diffusion_model", None)
+    name = type(diffusion).__name__ if diffusion is not None else type(model).__name__
+    if not isinstance(diffusion, comfy.ldm.flux.model.Flux):
+        raise UnsupportedModelError(
+            f"model: this is a {name} model; Concept Attention supports {SUPPORTED}. "
+            "Connect the MODEL from a Flux.1 checkpoint or UNET loader.")
+    params = diffusion.params
+    if getattr(params, "global_modulation", False) or getattr(diffusion, "vector_in", None) is None:
+        raise UnsupportedModelError(
+            f"model: this Flux-family model ({name} without per-block modulation or pooled vector, "
+            f"such as Flux.2 or Chroma) is not supported yet; Concept Attention supports {SUPPORTED}.")
+    return diffusion
+
+
+def concept_store(model) -> ConceptStore | None:
+    return model.model_options.get("transformer_options", {}).get(STORE_KEY)
+
+
+def patch_flux(model, config: ConceptConfig):
+    """Clone `model` and hook the concept stream into it. A model patched before is re-patched:
+    the new concepts replace the old ones (one concept stream per model)."""
+    diffusion = flux_diffusion_model(model)
+    depth = len(diffusion.double_blocks)
+    if config.blocks[-1] >= depth:
+        raise ConceptInputError(f"blocks: block {config.blocks[-1]} does not exist; this model has "
+                                f"double blocks 0-{depth - 1}.")
+    text_dim = diffusion.params.context_in_dim
+    if config.embeddings.ndim != 2 or config.embeddings.shape != (len(config.names), text_dim):
+        raise ConceptInputError(
+            f"concept embeddings: expected shape [{len(config.names)}, {text_dim}] (one row per concept, "
+            f"the model's text width), received {list(config.embeddings.shape)}. For Flux.1 encode "
+            "concepts with the T5-XXL side of the Flux CLIP.")
+
+    patched = model.clone()
+    options = patched.model_options.setdefault("transformer_options", {})
+    options[STORE_KEY] = ConceptStore(config)
+    for wrapper_type in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+                         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
+        patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, capture_sampling_run)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, start_concept_stream)
+    replaced = options.get("patches_replace", {}).get("dit", {})
+    for index in range(config.stream_depth):
+        previous = replaced.get(("double_block", index))
+        if isinstance(previous, FluxDoubleBlockHook):
+            previous = previous.previous
+        patched.set_model_patch_replace(FluxDoubleBlockHook(index, previous), "dit", "double_block", index)
+    return patched
+
+
+def capture_sampling_run(executor, *args, **kwargs):
+    """OUTER_SAMPLE wrapper: a fresh capture per run; the maps are recorded under the output latent."""
+    guider = executor.class_obj
+    original_options = guider.model_options
+    store = original_options.get("transformer_options", {}).get(STORE_KEY)
+    if store is None:
+        return executor(*args, **kwargs)
+    capture = ConceptCapture(store.config)
+    guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
+    guider.model_options.setdefault("transformer_options", {})[CAPTURE_KEY] = capture
+    try:
+        output = executor(*args, **kwargs)
+    finally:
+        guider.model_options = original_options
+    maps = capture.result("sampling")
+    if maps is not None and torch.is_tensor(output) and not getattr(output, "is_nested", False):
+        store.record(output, maps)
+    return output
+
+
+def start_concept_stream(executor, x, timestep, context, y=None, guidance=None, ref_latents=None,
+                         control=None, transformer_options={}, **kwargs):
+    """DIFFUSION_MODEL wrapper: set up the concept stream for the positive rows of a selected step."""
+    capture = transformer_options.get(CAPTURE_KEY)
+    if capture is not None and _step_selected(capture.config, transformer_options):
+        rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], x.device)
+        if rows is not None:
+            forward = FluxConceptForward(executor.class_obj, capture, x, timestep, guidance, *rows)
+            transformer_options = {**transformer_options, FORWARD_KEY: forward}
+    return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
+
+
+def _step_selected(config: ConceptConfig, transformer_options) -> bool:
+    if config.all_steps:
+        return True  # no host sync on the default path
+    schedule = transformer_options.get("sample_sigmas")
+    sigma = transformer_options.get("sigmas")
+    if schedule is None or sigma is None:
+        return True
+    step = int((schedule >= sigma.max()).sum().item()) - 1
+    return config.step_selected(max(step, 0), len(schedule) - 1)
+
+
+def positive_rows(cond_or_uncond, batch: int, device):
+    """(rows, image_index, images) of the positive-prompt rows. ComfyUI stacks equal chunks, one per entry
+    of cond_or_uncond (0 = positive, 1 = negative; with CFG the negative comes first)."""
+    if not cond_or_uncond:
+        return slice(0, batch), torch.arange(batch, device=device), batch
+    chunk = batch // len(cond_or_uncond)
+    positive = [i for i, kind in enumerate(cond_or_uncond) if kind == 0]
+    if not positive:
+        return None
+    image_index = torch.arange(chunk, device=device)
+    if len(positive) == 1:
+        return slice(positive[0] * chunk, (positive[0] + 1) * chunk), image_index, chunk
+    rows = torch.cat([torch.arange(i * chunk, (i + 1) * chunk, device=device) for i in positive])
+    return rows, image_index.repeat(len(positive)), chunk
+
+
+def _inference_dtype(base) -> torch.dtype:
+    """The dtype ComfyUI casts the model inputs to (0.29 names it; 0.3.64 derives it)."""
+    if hasattr(base, "get_dtype_inference"):
+        return base.get_dtype_inference()
+    return getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+
+
+class FluxDoubleBlockHook:
+    """Block replace patch for double block `index`. Shared, not copied, by ModelPatcher clones."""
+
+    def __init__(self, index: int, previous=None):
+        self.index = index
+        self.previous = previous  # another pack's replace patch on this block, kept in the chain
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, args, extra):
+        if self.previous is not None:
+            run_block = lambda block_args: self.previous(block_args, extra)  # noqa: E731
+        else:
+            run_block = extra["original_block"]
+        forward = args["transformer_options"].get(FORWARD_KEY)
+        if forward is None or self.index >= forward.depth:
+            return run_block(args)
+        return forward.run_block(self.index, args, run_block)
+
+
+class FluxConceptForward:
+    """The concept stream during one model call: its tokens between blocks, for the positive rows."""
+
+    def __init__(self, diffusion, capture: ConceptCapture, x, timestep, guidance, rows, image_index,
+                 images: int, stop_after_stream: bool = False):
+        config = capture.config
+        self.diffusion, self.capture, self.config = diffusion, capture, config
+        self.rows, self.image_index = rows, image_index
+        self.depth = config.stream_depth
+        self.scored = frozenset(config.blocks)
+        self.stop_after_stream = stop_after_stream
+        patch = diffusion.patch_size
+        height, width = x.shape[-2:]
+        grid = ((height + patch // 2) // patch, (width + patch // 2) // patch)
+        self.tokens = grid[0] * grid[1]
+        capture.begin_forward(images, grid, (height, width), x.device)
+
+        dtype, device = x.dtype, x.device
+        count = len(image_index)
+        vec = diffusion.time_in(timestep_embedding(timestep[rows], 256).to(dtype))
+        if diffusion.params.guidance_embed and guidance is not None:
+            vec = vec + diffusion.guidance_in(timestep_embedding(guidance[rows], 256).to(dtype))
+        pooled = torch.zeros(count, diffusion.params.vec_in_dim, device=device, dtype=dtype)
+        self.vec = vec + diffusion.vector_in(pooled)  # the concept stream's own pooled vector is zero
+        embeddings = config.embeddings.to(device=device, dtype=dtype).expand(count, -1, -1)
+        if getattr(diffusion, "txt_norm", None) is not None:
+            embeddings = diffusion.txt_norm(embeddings)
+        self.concepts = diffusion.txt_in(embeddings)
+
+    def run_block(self, index: int, args, run_block):
+        block = self.diffusion.double_blocks[index]
+        concept = concept_qkv(block, self.concepts, self.vec)
+        txt_len = args["txt"].shape[1]
+        found = {}
+        options = dict(args["transformer_options"])
+        previous = options.get("optimized_attention_override")
+
+        def capture_attention(func, q, k, v, *rest, **kwargs):
+            out = previous(func, q, k, v, *rest, **kwargs) if previous else func(q, k, v, *rest, **kwargs)
+            if not found:  # the block's one joint attention
+                found.update(self._attend(index, concept, q, k, v, out, txt_len, args.get("pe")))
+            return out
+
+        options["optimized_attention_override"] = capture_attention
+        out = run_block({**args, "transformer_options": options})
+        if not found:
+            raise RuntimeError(f"Concept Attention: double block {index} ran no attention through "
+                               "ComfyUI's attention function; cannot capture the image tokens.")
+        if "scores" in found:
+            self.capture.add(self.image_index, found["scores"])
+        if index + 1 < self.depth:
+            self.concepts = concept_update(block, self.concepts, found["concept_out"], concept)
+        elif self.stop_after_stream:
+            raise _StopAfterConcepts()
+        return out
+
+    def _attend(self, index, concept, q, k, v, out, txt_len, pe):
+        image = slice(txt_len, txt_len + self.tokens)
+        img_k = k[:, :, image][self.rows]
+        img_v = v[:, :, image][self.rows]
+        concept_out = concept_attention(concept, img_k, img_v)
+        found = {"concept_out": concept_out}
+        if index in self.scored:
+            if self.config.variant == "cross attention":
+                img_pe = pe[:, :, image]
+                img_pe = img_pe[self.rows] if img_pe.shape[0] > 1 else img_pe
+                img_q = undo_rope(q[:, :, image][self.rows], img_pe)
+                found["scores"] = cross_attention_scores(concept.q, img_q)
+            else:
+                found["scores"] = output_space_scores(concept_out, out[:, image][self.rows])
+        return found
+
+
+def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: list[int],
+                     context: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> ConceptMaps:
+    """The encode path: noise the latent to `noise_level` (a sigma), run one forward pass that
+    stops after the last scored double block, with pooled vector 0 and guidance 0.
+
+    latent: [B, 16, h, w] as VAE Encode gives it. noise: optional [S, B, 16, h, w] explicit noise,
+    otherwise one seeded noise per seed (ComfyUI's prepare_noise). All seeds run in one batch.
+    """
+    import comfy.sample
+
+    diffusion = flux_diffusion_model(model)
+    store = concept_store(model)
+    if store is None:
+        raise ConceptInputError("model: this MODEL has no concepts; connect it through a "
+                                "Concept Attention node first.")
+    config = store.config
+    if noise is None:
+        noise = torch.stack([comfy.sample.prepare_noise(latent.cpu(), seed) for seed in seeds])
+    seeds_count, images = noise.shape[0], latent.shape[0]
+    if context is None:
+        context = config.empty_prompt
+    if context is None:
+        raise ConceptInputError("conditioning: no prompt was given and this model was patched "
+                                "without a CLIP; connect a CONDITIONING.")
+
+    comfy.model_management.load_models_gpu([model])
+    base = model.model
+    device = model.load_device
+    x0 = base.process_latent_in(latent.to(device, torch.float32))
+    noise = noise.to(device, torch.float32)
+    # rows image-major: image b, seed s at row b * S + s
+    x0 = x0.repeat_interleave(seeds_count, dim=0)
+    noise = noise.transpose(0, 1).reshape(x0.shape)
+    x_t = noise_level * noise + (1.0 - noise_level) * x0
+    rows = images * seeds_count
+    sigma = torch.full((rows,), float(noise_level), device=device)
+    context = context.to(device).expand(rows, -1, -1) if context.shape[0] == 1 else \
+        context.to(device).repeat_interleave(seeds_count, dim=0)
+    pooled = torch.zeros(rows, diffusion.params.vec_in_dim, device=device)
+    guidance = torch.zeros(rows, device=device)
+
+    capture = ConceptCapture(config)
+    image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
+    dtype = _inference_dtype(base)
+    forward = FluxConceptForward(diffusion, capture, x_t.to(dtype), base.model_sampling.timestep(sigma).float(),
+                                 guidance, slice(0, rows), image_index, images, stop_after_stream=True)
+    options = comfy.model_patcher.create_model_options_clone(model.model_options).get("transformer_options", {})
+    options.update({FORWARD_KEY: forward, "cond_or_uncond": [0], "sigmas": sigma})
+    try:
+        base.apply_model(x_t, sigma, c_crossattn=context, y=pooled, guidance=guidance, transformer_options=options)
+    except _StopAfterConcepts:
+        pass
+    else:
+        log.warning("Concept Attention: the encode pass ran to the end; the stop after block %d was not reached.",
+                    config.blocks[-1])
+    maps = capture.result("latent")
+    if maps is None:
+        raise RuntimeError("Concept Attention: the encode pass recorded no scores.")
+    return maps

@@ -1,0 +1,64 @@
+"""From token-grid concept maps to ComfyUI MASK and IMAGE tensors. Pure torch.
+
+MASK is [B, H, W] float 0..1 (1 = the concept); IMAGE is [B, H, W, 3] float 0..1.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .capture import ConceptInputError
+
+# matplotlib's "plasma" sampled at 17 evenly spaced points (perceptually uniform, as the authors use).
+PLASMA = torch.tensor([
+    (0.0504, 0.0298, 0.5280), (0.1934, 0.0184, 0.5903), (0.2999, 0.0096, 0.6316),
+    (0.3994, 0.0009, 0.6561), (0.4949, 0.0120, 0.6579), (0.5844, 0.0686, 0.6328),
+    (0.6651, 0.1386, 0.5856), (0.7360, 0.2094, 0.5279), (0.7982, 0.2802, 0.4695),
+    (0.8533, 0.3516, 0.4137), (0.9018, 0.4251, 0.3597), (0.9426, 0.5026, 0.3058),
+    (0.9734, 0.5858, 0.2515), (0.9914, 0.6754, 0.1985), (0.9930, 0.7717, 0.1548),
+    (0.9744, 0.8746, 0.1441), (0.9400, 0.9752, 0.1313),
+])
+
+
+def grid_to_pixels(maps: torch.Tensor, latent_size: tuple[int, int], latent_scale: int = 8,
+                   patch_size: int = 2) -> torch.Tensor:
+    """[B, C, h, w] token grid -> [B, C, H, W] at image resolution, bilinear.
+
+    Token (r, c) covers pixels [r*p, (r+1)*p) with p = patch_size * latent_scale. When the latent
+    is not a multiple of the patch size, Flux pads it at the bottom/right: the grid covers the
+    padded area, so the map is resized to the padded size and then cropped, never stretched.
+    """
+    h, w = maps.shape[-2:]
+    pixels_per_token = patch_size * latent_scale
+    padded = F.interpolate(maps.float(), size=(h * pixels_per_token, w * pixels_per_token),
+                           mode="bilinear", align_corners=False)
+    height, width = latent_size[0] * latent_scale, latent_size[1] * latent_scale
+    return padded[..., :height, :width].clamp(0.0, 1.0)
+
+
+def colorize(maps: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> IMAGE [B*C, H, W, 3], image-major; one min/max per image over all concepts."""
+    flat = maps.flatten(1)
+    low = flat.amin(dim=1)[:, None, None, None]
+    high = flat.amax(dim=1)[:, None, None, None]
+    scaled = (maps - low) / (high - low).clamp(min=1e-12)
+    position = scaled.clamp(0, 1) * (len(PLASMA) - 1)
+    index = position.floor().long().clamp(max=len(PLASMA) - 2)
+    frac = (position - index)[..., None]
+    lut = PLASMA.to(maps.device)
+    rgb = lut[index] * (1 - frac) + lut[index + 1] * frac
+    return rgb.flatten(0, 1).clamp(0, 1)
+
+
+def select_concepts(names: tuple[str, ...], wanted: str) -> list[int]:
+    """Indices of the comma-separated names in `wanted` (case-insensitive); '' -> the first concept."""
+    wanted_names = [w.strip() for w in wanted.split(",") if w.strip()]
+    if not wanted_names:
+        return [0]
+    lookup = {name.lower(): i for i, name in enumerate(names)}
+    missing = [w for w in wanted_names if w.lower() not in lookup]
+    if missing:
+        raise ConceptInputError(
+            f"concept: {missing} is not among this model's concepts {list(names)}. Type one of "
+            "those names, or add it to the concepts of the Concept Attention node.")
+    return [lookup[w.lower()] for w in wanted_names]

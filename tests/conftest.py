@@ -1,0 +1,70 @@
+"""Test setup: the pack is imported as the package `concept_attention_pack`; ComfyUI is found
+through COMFYUI_PATH (or /opt/ComfyUI). Tests marked `comfy` skip, with one reason, without it."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACK = "concept_attention_pack"
+TESTS = pathlib.Path(__file__).resolve().parent
+
+
+def _load_pack():
+    if PACK in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+
+
+def comfyui_path() -> pathlib.Path | None:
+    for candidate in (os.environ.get("COMFYUI_PATH"), "/opt/ComfyUI"):
+        if candidate and (pathlib.Path(candidate) / "comfy" / "model_patcher.py").is_file():
+            return pathlib.Path(candidate)
+    return None
+
+
+COMFYUI = comfyui_path()
+SKIP_REASON = ("ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests') "
+               "to run the integration tests")
+
+_load_pack()
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+
+def _start_comfy(path: pathlib.Path) -> None:
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401  (reads args.cpu at import)
+
+
+if COMFYUI is not None:
+    _start_comfy(COMFYUI)
+
+
+def pytest_report_header(config):
+    if COMFYUI is None:
+        return f"concept attention: {SKIP_REASON}"
+    version = "unknown"
+    version_file = COMFYUI / "comfyui_version.py"
+    if version_file.is_file():
+        version = version_file.read_text().split("=")[-1].strip().strip('"')
+    return f"concept attention: ComfyUI {version} at {COMFYUI}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if COMFYUI is not None:
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if "comfy" in item.keywords:
+            item.add_marker(skip)
