@@ -254,6 +254,7 @@ class FluxConceptForward:
         return found
 
 
+@torch.no_grad()
 def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: list[int],
                      context: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> ConceptMaps:
     """The encode path: noise the latent to `noise_level` (a sigma), run one forward pass that
