@@ -24,10 +24,9 @@ def _load_pack():
 
 
 def comfyui_path() -> pathlib.Path | None:
-    for candidate in (os.environ.get("COMFYUI_PATH"), "/opt/ComfyUI"):
-        if candidate and (pathlib.Path(candidate) / "comfy" / "model_patcher.py").is_file():
-            return pathlib.Path(candidate)
-    return None
+    """COMFYUI_PATH when set (and only it), else /opt/ComfyUI when it holds a checkout."""
+    candidate = pathlib.Path(os.environ.get("COMFYUI_PATH") or "/opt/ComfyUI")
+    return candidate if (candidate / "comfy" / "model_patcher.py").is_file() else None
 
 
 COMFYUI = comfyui_path()

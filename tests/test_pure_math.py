@@ -1,0 +1,174 @@
+"""The pure torch layers, without ComfyUI: concept stream math, accumulation, parsing, masks."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from concept_attention_pack.nodes import capture, concept_stream, masks
+
+
+def test_split_concept_attention_equals_full_attention_rows():
+    """Joint softmax over [concept keys; image keys] without concatenating = the authors' full
+    (C+N) attention restricted to the concept rows."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 4, 16, generator=g) for _ in range(3))
+    img_q, img_k, img_v = (torch.randn(2, 3, 50, 16, generator=g) for _ in range(3))
+    concept = concept_stream.ConceptQKV(q, k, v, None, None)
+    ours = concept_stream.concept_attention(concept, img_k, img_v)
+    full = F.scaled_dot_product_attention(torch.cat([q, img_q], 2), torch.cat([k, img_k], 2), torch.cat([v, img_v], 2))
+    expected = full[:, :, :4].transpose(1, 2).flatten(2)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_concept_attention_is_stable_for_large_logits():
+    q = torch.full((1, 1, 2, 4), 100.0)
+    k = torch.full((1, 1, 2, 4), 100.0)
+    v = torch.randn(1, 1, 2, 4)
+    concept = concept_stream.ConceptQKV(q, k, v, None, None)
+    out = concept_stream.concept_attention(concept, torch.full((1, 1, 3, 4), 100.0), torch.randn(1, 1, 3, 4))
+    assert torch.isfinite(out).all()
+
+
+def _toy_block(d=8, heads=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lin = lambda i, o: torch.nn.Linear(i, o).requires_grad_(False)  # noqa: E731
+    torch.manual_seed(seed)
+    mod = lin(d, 6 * d)
+
+    def txt_mod(vec):
+        chunks = mod(F.silu(vec))[:, None].chunk(6, dim=-1)
+        return SimpleNamespace(shift=chunks[0], scale=chunks[1], gate=chunks[2]), \
+            SimpleNamespace(shift=chunks[3], scale=chunks[4], gate=chunks[5])
+
+    norm_q, norm_k = torch.randn(d // heads, generator=g), torch.randn(d // heads, generator=g)
+    rms = lambda x, s: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * s  # noqa: E731
+    attn = SimpleNamespace(qkv=lin(d, 3 * d), proj=lin(d, d),
+                           norm=lambda q, k, v: (rms(q, norm_q), rms(k, norm_k)))
+    ln = lambda x: F.layer_norm(x, (d,), eps=1e-6)  # noqa: E731
+    mlp = torch.nn.Sequential(lin(d, 4 * d), torch.nn.GELU(approximate="tanh"), lin(4 * d, d))
+    return SimpleNamespace(num_heads=heads, txt_mod=txt_mod, txt_norm1=ln, txt_norm2=ln, txt_attn=attn, txt_mlp=mlp)
+
+
+def test_concept_update_follows_the_spec_equations():
+    block = _toy_block()
+    g = torch.Generator().manual_seed(1)
+    c, vec = torch.randn(1, 3, 8, generator=g), torch.randn(1, 8, generator=g)
+    img_k, img_v = torch.randn(1, 2, 5, 4, generator=g), torch.randn(1, 2, 5, 4, generator=g)
+    concept = concept_stream.concept_qkv(block, c, vec)
+    out = concept_stream.concept_attention(concept, img_k, img_v)
+    got = concept_stream.concept_update(block, c, out, concept)
+    # the spec, written out
+    m1, m2 = block.txt_mod(vec)
+    x = block.txt_attn.qkv((1 + m1.scale) * F.layer_norm(c, (8,), eps=1e-6) + m1.shift)
+    q, k, v = (t.reshape(1, 3, 2, 4).transpose(1, 2) for t in x.chunk(3, dim=-1))
+    q, k = block.txt_attn.norm(q, k, v)
+    logits = torch.cat([q @ k.transpose(-1, -2), q @ img_k.transpose(-1, -2)], -1) / math.sqrt(4)
+    oc = (logits.softmax(-1) @ torch.cat([v, img_v], 2)).transpose(1, 2).flatten(2)
+    c1 = c + m1.gate * block.txt_attn.proj(oc)
+    c2 = c1 + m2.gate * block.txt_mlp((1 + m2.scale) * F.layer_norm(c1, (8,), eps=1e-6) + m2.shift)
+    torch.testing.assert_close(out, oc, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, c2, rtol=1e-5, atol=1e-6)
+
+
+def test_scores_shapes_and_cross_attention_sums_heads():
+    g = torch.Generator().manual_seed(2)
+    qc, qx = torch.randn(2, 3, 4, 5, generator=g), torch.randn(2, 3, 7, 5, generator=g)
+    s = concept_stream.cross_attention_scores(qc, qx)
+    assert s.shape == (2, 4, 7) and s.dtype == torch.float32
+    torch.testing.assert_close(s[1, 2, 6], sum(qc[1, h, 2] @ qx[1, h, 6] for h in range(3)))
+    o = concept_stream.output_space_scores(torch.randn(2, 4, 15), torch.randn(2, 7, 15))
+    assert o.shape == (2, 4, 7)
+
+
+def test_undo_rope_inverts_a_pairwise_rotation():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 2, 6, 8, generator=g)
+    angle = torch.randn(1, 1, 6, 4, generator=g)
+    cos, sin = angle.cos(), angle.sin()
+    pe = torch.stack([cos, -sin, sin, cos], dim=-1).reshape(1, 1, 6, 4, 2, 2)
+    pairs = x.reshape(1, 2, 6, 4, 1, 2)
+    rotated = (pe[..., 0] * pairs[..., 0] + pe[..., 1] * pairs[..., 1]).reshape(x.shape)
+    torch.testing.assert_close(concept_stream.undo_rope(rotated, pe), x, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulator_takes_softmax_over_concepts_before_the_mean():
+    acc = capture.SaliencyAccumulator(images=2, concepts=3, tokens=4, device="cpu")
+    s1, s2 = torch.randn(2, 3, 4), torch.randn(1, 3, 4)
+    acc.add(torch.tensor([0, 1]), s1)
+    acc.add(torch.tensor([1]), s2)
+    mean, count = acc.mean()
+    assert count.tolist() == [1.0, 2.0]
+    torch.testing.assert_close(mean[0], s1[0].softmax(0))
+    torch.testing.assert_close(mean[1], (s1[1].softmax(0) + s2[0].softmax(0)) / 2)
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("last 4", (15, 16, 17, 18)), ("all", tuple(range(19))), ("15-18", (15, 16, 17, 18)),
+    ("0, 2,5", (0, 2, 5)), ("-1", (18,)), ("-4--1", (15, 16, 17, 18)), ("LAST 2, 0", (0, 17, 18)),
+])
+def test_parse_blocks(spec, expected):
+    assert capture.parse_blocks(spec, 19) == expected
+
+
+@pytest.mark.parametrize("spec,message", [("19", "double blocks 0-18"), ("x", "could not read"), ("", "selects no")])
+def test_parse_blocks_errors_name_the_input(spec, message):
+    with pytest.raises(capture.ConceptInputError, match=f"blocks: .*{message}"):
+        capture.parse_blocks(spec, 19)
+
+
+def test_parse_concepts_lines_commas_blanks_and_duplicates():
+    assert capture.parse_concepts("dragon, sky\n\n  background \n,") == ["dragon", "sky", "background"]
+    assert capture.parse_concepts("forêt, 龍") == ["forêt", "龍"]
+    with pytest.raises(capture.ConceptInputError, match="concepts: no concept"):
+        capture.parse_concepts(" \n , ")
+    with pytest.raises(capture.ConceptInputError, match=r"\['Sky'\] appear more than once"):
+        capture.parse_concepts("sky, dragon, Sky")
+
+
+def test_step_window_selects_fraction_of_steps():
+    config = capture.ConceptConfig(("a",), torch.zeros(1, 4), (0,), start_percent=0.5, end_percent=1.0)
+    assert [config.step_selected(i, 4) for i in range(4)] == [False, False, True, True]
+    assert not config.all_steps
+
+
+def test_store_finds_maps_by_exact_latent_and_is_shared_by_copies():
+    import copy
+    config = capture.ConceptConfig(("a", "b"), torch.zeros(2, 4), (0,))
+    store = capture.ConceptStore(config)
+    latent = torch.randn(1, 16, 4, 4)
+    maps = capture.ConceptMaps(("a", "b"), torch.rand(1, 2, 2, 2), (4, 4), "sampling")
+    store.record(latent, maps)
+    assert store.find(latent.to(torch.bfloat16).float()) is None  # a different latent
+    assert store.find(latent.clone()) is maps
+    assert copy.deepcopy({"s": store})["s"] is store
+
+
+def test_grid_to_pixels_crops_padding_instead_of_stretching():
+    """A latent of 9x13 (72x104 px) is padded by Flux to a 5x7 token grid (80x112 px): each token
+    must stay over its own 16x16 pixels, the extra row/column cropped away."""
+    grid = torch.zeros(1, 1, 5, 7)
+    grid[0, 0, 2, 3] = 1.0  # token (2, 3) covers pixels rows 32..47, cols 48..63
+    pixels = masks.grid_to_pixels(grid, (9, 13))
+    assert pixels.shape == (1, 1, 72, 104)
+    peak = (pixels[0, 0] == pixels.max()).nonzero().float().mean(0)
+    assert peak.tolist() == pytest.approx([39.5, 55.5], abs=0.51)
+
+
+def test_colorize_uses_one_range_per_image_and_plasma_ends():
+    maps = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)])[None]  # concept 0 low, concept 1 high
+    image = masks.colorize(maps)
+    assert image.shape == (2, 4, 4, 3)
+    torch.testing.assert_close(image[0, 0, 0], masks.PLASMA[0])
+    torch.testing.assert_close(image[1, 0, 0], masks.PLASMA[-1])
+
+
+def test_select_concepts_by_name():
+    names = ("Dragon", "sky", "background")
+    assert masks.select_concepts(names, "") == [0]
+    assert masks.select_concepts(names, "dragon, SKY") == [0, 1]
+    with pytest.raises(capture.ConceptInputError, match=r"concept: \['tree'\] is not among"):
+        masks.select_concepts(names, "tree")

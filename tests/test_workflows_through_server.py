@@ -1,0 +1,134 @@
+"""API-format workflows executed by a running ComfyUI through /prompt: the patch node, real
+samplers (KSampler, KSamplerAdvanced, SamplerCustomAdvanced), Concept Saliency and real mask
+and image nodes downstream."""
+from __future__ import annotations
+
+import io as _io
+import urllib.parse
+
+import numpy as np
+import pytest
+
+from conftest import COMFYUI
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from comfy_server import ComfyServer
+    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy_base"))
+    yield server
+    server.stop()
+
+
+def _image_sizes(server, entry, node):
+    from PIL import Image
+    sizes = []
+    for image in entry["outputs"][node]["images"]:
+        query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
+        with Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}"))) as picture:
+            sizes.append(picture.size)
+    return sizes
+
+
+def _graph(sampler_nodes, latent_ref, concepts="dragon\nsky\nbackground", batch=2, width=96, height=64):
+    graph = {
+        "model": {"class_type": "TinyFluxLoader", "inputs": {"seed": 0, "schnell": False}},
+        "clip": {"class_type": "TinyFluxClipLoader", "inputs": {"seed": 0}},
+        "patch": {"class_type": "ConceptAttentionFlux", "inputs": {
+            "model": ["model", 0], "clip": ["clip", 0], "concepts": concepts, "blocks": "last 4",
+            "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space"}},
+        "positive": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": "a dragon in the sky"}},
+        "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": ""}},
+        "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
+        "saliency": {"class_type": "ConceptSaliency", "inputs": {
+            "model": ["patch", 0], "latent": latent_ref, "concept": "dragon", "source": "sampling",
+            "noise_level": 0.5, "seed": 0, "seed_count": 1}},
+        "grow": {"class_type": "GrowMask", "inputs": {"mask": ["saliency", 2], "expand": 2, "tapered_corners": True}},
+        "mask_image": {"class_type": "MaskToImage", "inputs": {"mask": ["grow", 0]}},
+        "preview_mask": {"class_type": "PreviewImage", "inputs": {"images": ["mask_image", 0]}},
+        "preview_heatmaps": {"class_type": "PreviewImage", "inputs": {"images": ["saliency", 1]}},
+    }
+    graph.update(sampler_nodes)
+    return graph
+
+
+KSAMPLER = {"sampler": {"class_type": "KSampler", "inputs": {
+    "model": ["patch", 0], "seed": 1, "steps": 3, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple",
+    "positive": ["positive", 0], "negative": ["negative", 0], "latent_image": ["empty", 0], "denoise": 1.0}}}
+KSAMPLER_ADVANCED = {"sampler": {"class_type": "KSamplerAdvanced", "inputs": {
+    "model": ["patch", 0], "add_noise": "enable", "noise_seed": 1, "steps": 4, "cfg": 1.0,
+    "sampler_name": "heun", "scheduler": "simple", "positive": ["positive", 0], "negative": ["negative", 0],
+    "latent_image": ["empty", 0], "start_at_step": 0, "end_at_step": 3, "return_with_leftover_noise": "disable"}}}
+CUSTOM_ADVANCED = {
+    "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}},
+    "guider": {"class_type": "CFGGuider", "inputs": {"model": ["patch", 0], "positive": ["positive", 0],
+                                                      "negative": ["negative", 0], "cfg": 2.0}},
+    "sampler_select": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+    "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["patch", 0], "scheduler": "simple",
+                                                           "steps": 3, "denoise": 1.0}},
+    "sampler": {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler_select", 0],
+        "sigmas": ["sigmas", 0], "latent_image": ["empty", 0]}},
+}
+
+
+@pytest.mark.parametrize("sampler_nodes", [KSAMPLER, KSAMPLER_ADVANCED, CUSTOM_ADVANCED],
+                         ids=["KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced"])
+def test_mask_from_sampler_reaches_a_real_mask_node(server, sampler_nodes):
+    entry = server.run(_graph(sampler_nodes, ["sampler", 0]))
+    assert _image_sizes(server, entry, "preview_mask") == [(96, 64)] * 2  # [B, H, W] mask, B = 2
+    assert _image_sizes(server, entry, "preview_heatmaps") == [(96, 64)] * 6  # B * C heatmaps
+
+
+def test_requeue_with_new_seed_gives_fresh_maps_and_unchanged_graph_is_cached(server):
+    from PIL import Image
+
+    def mask_pixels(entry):
+        image = entry["outputs"]["preview_heatmaps"]["images"][0]
+        query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
+        return np.asarray(Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}"))))
+
+    graph = _graph(KSAMPLER, ["sampler", 0], batch=1)
+    first = mask_pixels(server.run(graph))
+    graph["sampler"]["inputs"]["seed"] = 2
+    second = mask_pixels(server.run(graph))
+    assert not np.array_equal(first, second)
+    cached = server.run(graph)
+    assert set(cached["outputs"]) >= {"preview_heatmaps"}
+
+
+def test_unknown_concept_name_is_a_clear_error(server):
+    from comfy_server import WorkflowError
+    graph = _graph(KSAMPLER, ["sampler", 0], batch=1)
+    graph["saliency"]["inputs"]["concept"] = "unicorn"
+    with pytest.raises(WorkflowError, match=r"concept: \['unicorn'\] is not among"):
+        server.run(graph)
+
+
+def test_encode_path_load_image_to_composite(server):
+    """LoadImage -> VAE Encode -> Concept Saliency (computed from the latent) -> ImageCompositeMasked,
+    on a 1000x744 image (not a multiple of 16: Flux pads, the masks are cropped back)."""
+    from PIL import Image
+    Image.fromarray((np.random.default_rng(0).random((744, 1000, 3)) * 255).astype(np.uint8)).save(
+        server.base / "input" / "photo.png")
+    graph = {
+        "model": {"class_type": "TinyFluxLoader", "inputs": {"seed": 0, "schnell": True}},
+        "clip": {"class_type": "TinyFluxClipLoader", "inputs": {"seed": 0}},
+        "vae": {"class_type": "TinyVAELoader", "inputs": {}},
+        "patch": {"class_type": "ConceptAttentionFlux", "inputs": {
+            "model": ["model", 0], "clip": ["clip", 0], "concepts": "cat, grass, sky", "blocks": "all",
+            "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space"}},
+        "image": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["image", 0], "vae": ["vae", 0]}},
+        "saliency": {"class_type": "ConceptSaliency", "inputs": {
+            "model": ["patch", 0], "latent": ["encode", 0], "concept": "sky", "source": "auto",
+            "noise_level": 0.5, "seed": 0, "seed_count": 2}},
+        "composite": {"class_type": "ImageCompositeMasked", "inputs": {
+            "destination": ["image", 0], "source": ["saliency", 1], "x": 0, "y": 0, "resize_source": False,
+            "mask": ["saliency", 2]}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["composite", 0]}},
+    }
+    entry = server.run(graph)
+    assert _image_sizes(server, entry, "preview") == [(1000, 744)]
