@@ -147,15 +147,20 @@ def test_store_finds_maps_by_exact_latent_and_is_shared_by_copies():
     assert copy.deepcopy({"s": store})["s"] is store
 
 
-def test_grid_to_pixels_crops_padding_instead_of_stretching():
-    """A latent of 9x13 (72x104 px) is padded by Flux to a 5x7 token grid (80x112 px): each token
-    must stay over its own 16x16 pixels, the extra row/column cropped away."""
-    grid = torch.zeros(1, 1, 5, 7)
-    grid[0, 0, 2, 3] = 1.0  # token (2, 3) covers pixels rows 32..47, cols 48..63
-    pixels = masks.grid_to_pixels(grid, (9, 13))
-    assert pixels.shape == (1, 1, 72, 104)
-    peak = (pixels[0, 0] == pixels.max()).nonzero().float().mean(0)
-    assert peak.tolist() == pytest.approx([39.5, 55.5], abs=0.51)
+@pytest.mark.parametrize("latent_size,token", [((9, 13), (2, 3)), ((93, 125), (46, 62)), ((93, 125), (10, 40))])
+def test_grid_to_pixels_crops_padding_instead_of_stretching(latent_size, token):
+    """A latent of 9x13 (72x104 px) or 93x125 (a 1000x744 image) is padded by Flux to a token grid
+    one token larger: each token must stay over its own 16x16 pixels, the padding cropped away."""
+    grid_size = ((latent_size[0] + 1) // 2, (latent_size[1] + 1) // 2)
+    grid = torch.zeros(1, 1, *grid_size)
+    grid[0, 0, token[0], token[1]] = 1.0  # covers rows 16r..16r+15, cols 16c..16c+15
+    pixels = masks.grid_to_pixels(grid, latent_size)
+    assert pixels.shape == (1, 1, latent_size[0] * 8, latent_size[1] * 8)
+    above_half = (pixels[0, 0] >= 0.5).nonzero()
+    rows, cols = above_half[:, 0], above_half[:, 1]
+    height, width = pixels.shape[-2:]
+    assert rows.min() == 16 * token[0] and rows.max() == min(16 * token[0] + 15, height - 1)
+    assert cols.min() == 16 * token[1] and cols.max() == min(16 * token[1] + 15, width - 1)
 
 
 def test_colorize_uses_one_range_per_image_and_plasma_ends():
