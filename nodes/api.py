@@ -12,14 +12,14 @@ import torch
 
 from . import flux
 from .capture import VARIANTS, ConceptConfig, ConceptInputError, ConceptMaps, parse_blocks
-from .masks import grid_to_pixels
+from .masks import gaussian_blur_3x3, grid_to_pixels
 
 SOURCES = ("auto", "sampling", "latent")
 
 
 def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str = "last 4",
                 start_percent: float = 0.0, end_percent: float = 1.0, variant: str = "output space",
-                empty_prompt: torch.Tensor | None = None):
+                normalize_concepts: bool = False, empty_prompt: torch.Tensor | None = None):
     """Return a clone of the ModelPatcher `model` that records concept maps while it samples.
 
     concept_embeddings: [C, text_dim], one row per concept (already encoded, e.g. with
@@ -27,6 +27,8 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
     blocks: which double blocks' scores are averaged ('last 4', 'all', '15-18', '0,2').
     start_percent/end_percent: the window of sampling steps whose maps are averaged.
     variant: 'output space' (the paper's method) or 'cross attention' (its baseline).
+    normalize_concepts: the authors' segmentation setting: before each dot product, every feature
+    of the concept vectors is shifted to start at 0 and divided by its sum over the concepts.
     empty_prompt: [1, L, text_dim], the prompt the encode path uses when none is given.
     """
     names = tuple(names)
@@ -46,6 +48,7 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
         start_percent=float(start_percent),
         end_percent=float(end_percent),
         variant=variant,
+        normalize_concepts=bool(normalize_concepts),
         empty_prompt=None if empty_prompt is None else empty_prompt.detach().float().cpu(),
     )
     return flux.patch_flux(model, config)
@@ -99,6 +102,8 @@ def default_noise_level(model) -> float:
     return noise_sigma(model, 0.5)
 
 
-def concept_masks(maps: ConceptMaps, latent_scale: int = 8, patch_size: int = 2) -> torch.Tensor:
-    """[B, C, H, W] at image resolution (latent size x 8), values 0..1."""
-    return grid_to_pixels(maps.maps, maps.latent_size, latent_scale, patch_size)
+def concept_masks(maps: ConceptMaps, blur: bool = False, latent_scale: int = 8, patch_size: int = 2) -> torch.Tensor:
+    """[B, C, H, W] at image resolution (latent size x 8), values 0..1. blur: the paper's 3x3
+    Gaussian (sigma 1) on the token grid first."""
+    grid = gaussian_blur_3x3(maps.maps) if blur else maps.maps
+    return grid_to_pixels(grid, maps.latent_size, latent_scale, patch_size)

@@ -72,6 +72,7 @@ class ConceptConfig:
     start_percent: float = 0.0
     end_percent: float = 1.0
     variant: str = "output space"
+    normalize_concepts: bool = False  # the authors' segmentation setting: per-feature linear normalisation
     empty_prompt: torch.Tensor | None = None  # [1, L, text_dim]: the "" prompt for the encode path
 
     @property

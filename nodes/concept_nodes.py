@@ -39,13 +39,18 @@ class ConceptAttention(io.ComfyNode):
                 io.Combo.Input("map_variant", options=list(VARIANTS), default=VARIANTS[0],
                                tooltip="'output space': the paper's method (sharpest). 'cross attention': "
                                        "query-query maps, the paper's baseline, for comparison."),
+                io.Boolean.Input("normalize_concepts", default=True,
+                                 tooltip="The paper's segmentation setting: each feature of the concept "
+                                         "vectors is normalised across concepts before the dot product, so "
+                                         "no concept dominates by scale alone."),
             ],
             outputs=[io.Model.Output(tooltip="The model, recording concept maps when sampled. Connect it "
                                              "to the sampler and to Concept Saliency.")],
         )
 
     @classmethod
-    def execute(cls, model, clip, concepts, blocks, start_percent, end_percent, map_variant) -> io.NodeOutput:
+    def execute(cls, model, clip, concepts, blocks, start_percent, end_percent, map_variant,
+                normalize_concepts=True) -> io.NodeOutput:
         names = parse_concepts(concepts)
         if len(names) < 2:
             raise ConceptInputError(
@@ -55,7 +60,8 @@ class ConceptAttention(io.ComfyNode):
             raise ConceptInputError("clip: no CLIP is connected; connect the Flux DualCLIPLoader output.")
         patched = api.patch_model(
             model, encode_concepts(clip, names), names, blocks=blocks, start_percent=start_percent,
-            end_percent=end_percent, variant=map_variant, empty_prompt=encode_prompt(clip, ""))
+            end_percent=end_percent, variant=map_variant, normalize_concepts=normalize_concepts,
+            empty_prompt=encode_prompt(clip, ""))
         return io.NodeOutput(patched)
 
 
@@ -89,6 +95,9 @@ class ConceptSaliency(io.ComfyNode):
                 io.Int.Input("seed_count", default=1, min=1, max=16,
                              tooltip="Noises averaged when computing from a latent (the paper uses 5): "
                                      "cleaner maps, one batched pass that costs that many images."),
+                io.Boolean.Input("blur", default=True,
+                                 tooltip="The paper's 3x3 Gaussian blur (sigma 1) on the 16-pixel token grid "
+                                         "before upscaling: smoother masks, fewer isolated tokens."),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="Optional prompt when computing from a latent; default is the "
                                               "empty prompt."),
@@ -103,7 +112,7 @@ class ConceptSaliency(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, latent, concept, source, noise_level, seed, seed_count,
+    def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 conditioning=None) -> io.NodeOutput:
         context = None
         if conditioning is not None:
@@ -115,6 +124,6 @@ class ConceptSaliency(io.ComfyNode):
             model, latent, source=source, noise_level=api.noise_sigma(model, noise_level),
             seeds=range(seed, seed + seed_count), conditioning=context)
         chosen = select_concepts(maps.names, concept)
-        masks = api.concept_masks(maps)  # [B, C, H, W]
+        masks = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
         mask = masks[:, chosen].amax(dim=1)
         return io.NodeOutput(masks.flatten(0, 1), colorize(masks), mask)

@@ -74,6 +74,14 @@ def output_space_scores(concept_out: torch.Tensor, img_out: torch.Tensor) -> tor
     return torch.matmul(concept_out, img_out.transpose(1, 2)).float()
 
 
+def normalize_over_concepts(x: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """The authors' "concept normalisation": per feature, shift the concepts' values to start at 0
+    and divide by their sum over the concept axis `dim` (a zero sum is left as is)."""
+    shifted = x - x.amin(dim=dim, keepdim=True)
+    total = shifted.sum(dim=dim, keepdim=True)
+    return shifted / torch.where(total == 0, torch.ones_like(total), total)
+
+
 def cross_attention_scores(concept_q: torch.Tensor, img_q: torch.Tensor) -> torch.Tensor:
     """Sum over heads of qc . qx^T (both after QK-norm, before RoPE): -> [B, C, N] float32."""
     return torch.einsum("bhcd,bhnd->bcn", concept_q.float(), img_q.float())

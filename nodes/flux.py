@@ -18,11 +18,13 @@ import comfy.ldm.flux.model
 import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
+import comfy.utils
 from comfy.ldm.flux.layers import timestep_embedding
 
 from .capture import ConceptCapture, ConceptConfig, ConceptInputError, ConceptMaps, ConceptStore
 from .concept_stream import (
-    concept_attention, concept_qkv, concept_update, cross_attention_scores, output_space_scores, undo_rope,
+    concept_attention, concept_qkv, concept_update, cross_attention_scores, normalize_over_concepts,
+    output_space_scores, undo_rope,
 )
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ STORE_KEY = "concept_attention"
 CAPTURE_KEY = "concept_attention_capture"
 FORWARD_KEY = "concept_attention_forward"
 WRAPPER_KEY = "concept_attention"
+ENCODE_ROWS_PER_PASS = 8
 SUPPORTED = "Flux.1 dev, Flux.1 schnell and models built on them (Krea, fine-tunes, LoRAs)"
 
 
@@ -244,14 +247,41 @@ class FluxConceptForward:
         concept_out = concept_attention(concept, img_k, img_v)
         found = {"concept_out": concept_out}
         if index in self.scored:
+            normalize = normalize_over_concepts if self.config.normalize_concepts else (lambda x, dim: x)
             if self.config.variant == "cross attention":
                 img_pe = pe[:, :, image]
                 img_pe = img_pe[self.rows] if img_pe.shape[0] > 1 else img_pe
                 img_q = undo_rope(q[:, :, image][self.rows], img_pe)
-                found["scores"] = cross_attention_scores(concept.q, img_q)
+                found["scores"] = cross_attention_scores(normalize(concept.q.float(), -2), img_q)
             else:
-                found["scores"] = output_space_scores(concept_out, out[:, image][self.rows])
+                found["scores"] = output_space_scores(normalize(concept_out, -2), out[:, image][self.rows])
         return found
+
+
+def _encode_pass(model, diffusion, capture, options, x0, noise, noise_level, context):
+    """One batched forward for S noises of B images, rows image-major (image b, noise s at b*S+s),
+    stopped right after the last scored double block."""
+    base, device = model.model, x0.device
+    seeds_count, images = noise.shape[0], x0.shape[0]
+    rows = images * seeds_count
+    x0 = x0.repeat_interleave(seeds_count, dim=0)
+    x_t = noise_level * noise.transpose(0, 1).reshape(x0.shape) + (1.0 - noise_level) * x0
+    sigma = torch.full((rows,), float(noise_level), device=device)
+    context = context.to(device)
+    context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
+    pooled = torch.zeros(rows, diffusion.params.vec_in_dim, device=device)
+    guidance = torch.zeros(rows, device=device)
+    image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
+    forward = FluxConceptForward(diffusion, capture, x_t.to(_inference_dtype(base)),
+                                 base.model_sampling.timestep(sigma).float(), guidance, slice(0, rows),
+                                 image_index, images, stop_after_stream=True)
+    options = {**options, FORWARD_KEY: forward, "cond_or_uncond": [0], "sigmas": sigma}
+    try:
+        base.apply_model(x_t, sigma, c_crossattn=context, y=pooled, guidance=guidance, transformer_options=options)
+    except _StopAfterConcepts:
+        return
+    raise RuntimeError("Concept Attention: the encode pass ran past the last scored double block; "
+                       "another patch replaced the double blocks.")
 
 
 @torch.no_grad()
@@ -261,7 +291,8 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     stops after the last scored double block, with pooled vector 0 and guidance 0.
 
     latent: [B, 16, h, w] as VAE Encode gives it. noise: optional [S, B, 16, h, w] explicit noise,
-    otherwise one seeded noise per seed (ComfyUI's prepare_noise). All seeds run in one batch.
+    otherwise one seeded noise per seed (ComfyUI's prepare_noise). Seeds run batched, at most
+    ENCODE_ROWS_PER_PASS rows per forward, with ComfyUI's progress bar.
     """
     import comfy.sample
 
@@ -284,32 +315,15 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     base = model.model
     device = model.load_device
     x0 = base.process_latent_in(latent.to(device, torch.float32))
-    noise = noise.to(device, torch.float32)
-    # rows image-major: image b, seed s at row b * S + s
-    x0 = x0.repeat_interleave(seeds_count, dim=0)
-    noise = noise.transpose(0, 1).reshape(x0.shape)
-    x_t = noise_level * noise + (1.0 - noise_level) * x0
-    rows = images * seeds_count
-    sigma = torch.full((rows,), float(noise_level), device=device)
-    context = context.to(device).expand(rows, -1, -1) if context.shape[0] == 1 else \
-        context.to(device).repeat_interleave(seeds_count, dim=0)
-    pooled = torch.zeros(rows, diffusion.params.vec_in_dim, device=device)
-    guidance = torch.zeros(rows, device=device)
-
     capture = ConceptCapture(config)
-    image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
-    dtype = _inference_dtype(base)
-    forward = FluxConceptForward(diffusion, capture, x_t.to(dtype), base.model_sampling.timestep(sigma).float(),
-                                 guidance, slice(0, rows), image_index, images, stop_after_stream=True)
     options = comfy.model_patcher.create_model_options_clone(model.model_options).get("transformer_options", {})
-    options.update({FORWARD_KEY: forward, "cond_or_uncond": [0], "sigmas": sigma})
-    try:
-        base.apply_model(x_t, sigma, c_crossattn=context, y=pooled, guidance=guidance, transformer_options=options)
-    except _StopAfterConcepts:
-        pass
-    else:
-        log.warning("Concept Attention: the encode pass ran to the end; the stop after block %d was not reached.",
-                    config.blocks[-1])
+    per_pass = max(1, ENCODE_ROWS_PER_PASS // images)
+    progress = comfy.utils.ProgressBar(seeds_count)
+    for first in range(0, seeds_count, per_pass):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        chunk = noise[first:first + per_pass].to(device, torch.float32)
+        _encode_pass(model, diffusion, capture, options, x0, chunk, noise_level, context)
+        progress.update(chunk.shape[0])
     maps = capture.result("latent")
     if maps is None:
         raise RuntimeError("Concept Attention: the encode pass recorded no scores.")

@@ -36,6 +36,17 @@ def grid_to_pixels(maps: torch.Tensor, latent_size: tuple[int, int], latent_scal
     return padded[..., :height, :width].clamp(0.0, 1.0)
 
 
+def gaussian_blur_3x3(maps: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """The paper's 3x3 Gaussian blur (sigma 1) on the token grid [B, C, h, w], edges replicated.
+    The kernel sums to 1, so per pixel the concepts still sum to what they summed to."""
+    taps = torch.exp(-torch.tensor([1.0, 0.0, 1.0]) / (2 * sigma ** 2))
+    kernel = torch.outer(taps, taps)
+    kernel = (kernel / kernel.sum()).to(maps)
+    b, c, h, w = maps.shape
+    padded = F.pad(maps.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(padded, kernel[None, None]).reshape(b, c, h, w)
+
+
 def colorize(maps: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> IMAGE [B*C, H, W, 3], image-major; one min/max per image over all concepts."""
     flat = maps.flatten(1)

@@ -92,7 +92,8 @@ class ReferenceFlux:
             vec = vec + mlp_embed(self.w, "guidance_in", timestep_embedding(guidance))
         return vec + mlp_embed(self.w, "vector_in", pooled)
 
-    def concept_scores(self, x, t, context, pooled, guidance, concept_embeddings, blocks, variant="output space"):
+    def concept_scores(self, x, t, context, pooled, guidance, concept_embeddings, blocks, variant="output space",
+                       normalize_concepts=False):
         """One model call: x [B, 16, h, w] -> {block: scores [B, C, N]} for the scored blocks."""
         w, H = self.w, self.num_heads
         x, t, context, pooled = x.float().cpu(), t.float().cpu(), context.float().cpu(), pooled.float().cpu()
@@ -133,13 +134,22 @@ class ReferenceFlux:
             concept_out = attention(cq_all, ck_all, torch.cat([cv, iv], 2))[:, :n_c]
             if i in blocks:
                 if variant == "output space":
-                    scores[i] = concept_out @ img_out.transpose(1, 2)
+                    vectors = linear_normalization(concept_out, 1) if normalize_concepts else concept_out
+                    scores[i] = vectors @ img_out.transpose(1, 2)
                 else:
-                    scores[i] = torch.einsum("bhcd,bhnd->bcn", cq, iq)
+                    vectors = linear_normalization(cq, 2) if normalize_concepts else cq
+                    scores[i] = torch.einsum("bhcd,bhnd->bcn", vectors, iq)
             img = stream_update(w, f"{p}.img", img, img_out, img_mods)
             txt = stream_update(w, f"{p}.txt", txt, txt_out, txt_mods)
             concepts = stream_update(w, f"{p}.txt", concepts, concept_out, c_mods)
         return scores
+
+
+def linear_normalization(x, dim):
+    """The authors' concept normalisation: per feature, (x - min over concepts) / sum over concepts."""
+    shifted = x - x.min(dim=dim, keepdim=True).values
+    total = shifted.sum(dim=dim, keepdim=True)
+    return shifted / torch.where(total == 0, torch.ones_like(total), total)
 
 
 def mean_softmax_maps(score_list):

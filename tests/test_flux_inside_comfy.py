@@ -60,7 +60,7 @@ def _record_calls(patcher_extension, model):
     return calls
 
 
-def _reference_maps(model, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0)):
+def _reference_maps(model, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0), normalize=False):
     from reference import ReferenceFlux, mean_softmax_maps
     ref = ReferenceFlux(model.model.diffusion_model)
     per_image = {}
@@ -76,27 +76,29 @@ def _reference_maps(model, calls, embeddings, blocks, variant="output space", wi
             rows = slice(j * chunk, (j + 1) * chunk)
             guidance = None if call["guidance"] is None else call["guidance"][rows]
             scores = ref.concept_scores(call["x"][rows], call["t"][rows], call["context"][rows], call["y"][rows],
-                                        guidance, embeddings, blocks, variant)
+                                        guidance, embeddings, blocks, variant, normalize)
             for s in scores.values():
                 for image in range(chunk):
                     per_image.setdefault(image, []).append(s[image:image + 1])
     return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
 
 
-@pytest.mark.parametrize("variant,blocks,window", [
-    ("output space", "1-2", (0.0, 1.0)),
-    ("output space", "0,2", (0.3, 1.0)),
-    ("cross attention", "last 2", (0.0, 1.0)),
+@pytest.mark.parametrize("variant,blocks,window,normalize", [
+    ("output space", "1-2", (0.0, 1.0), False),
+    ("output space", "0,2", (0.3, 1.0), False),
+    ("cross attention", "last 2", (0.0, 1.0), False),
+    ("output space", "all", (0.0, 0.6), True),
+    ("cross attention", "1", (0.0, 1.0), True),
 ])
-def test_sampling_maps_equal_float32_reference(comfy_modules, model, embeddings, variant, blocks, window):
+def test_sampling_maps_equal_float32_reference(comfy_modules, model, embeddings, variant, blocks, window, normalize):
     sample_mod, patcher_extension, api, _ = comfy_modules
     patched = api.patch_model(model, embeddings, NAMES, blocks=blocks, variant=variant,
-                              start_percent=window[0], end_percent=window[1])
+                              start_percent=window[0], end_percent=window[1], normalize_concepts=normalize)
     calls = _record_calls(patcher_extension, patched)
     samples = _sample(sample_mod, patched, steps=4)
     maps = api.concept_maps(patched, samples, source="sampling")
-    block_ids = {"1-2": [1, 2], "0,2": [0, 2], "last 2": [1, 2]}[blocks]
-    expected = _reference_maps(model, calls, embeddings, block_ids, variant, window)
+    block_ids = {"1-2": [1, 2], "0,2": [0, 2], "last 2": [1, 2], "all": [0, 1, 2], "1": [1]}[blocks]
+    expected = _reference_maps(model, calls, embeddings, block_ids, variant, window, normalize)
     assert maps.maps.shape == (2, 3, 4, 6)
     assert _rel_error(maps.maps.flatten(2), expected) < 1e-4
 
@@ -158,9 +160,9 @@ def test_encode_path_equals_reference_and_skips_single_blocks(comfy_modules, mod
     counted = model.clone()
     counted.set_model_patch_replace(count_single, "dit", "single_block", 0)
     prompt = torch.randn(1, 5, TEXT_DIM, generator=torch.Generator().manual_seed(8))
-    patched = api.patch_model(counted, embeddings, NAMES, blocks="1-2", empty_prompt=prompt)
+    patched = api.patch_model(counted, embeddings, NAMES, blocks="1-2", empty_prompt=prompt, normalize_concepts=True)
     latent = torch.randn(2, 16, 9, 13, generator=torch.Generator().manual_seed(9))  # odd: padded by Flux
-    noise = torch.randn(2, 2, 16, 9, 13, generator=torch.Generator().manual_seed(10))  # 2 seeds
+    noise = torch.randn(5, 2, 16, 9, 13, generator=torch.Generator().manual_seed(10))  # 5 seeds: 2 passes
     maps = api.concept_maps(patched, latent, source="latent", noise_level=0.5, noise=noise)
     assert single_calls == []
     assert maps.maps.shape == (2, 3, 5, 7) and maps.latent_size == (9, 13)
@@ -170,10 +172,10 @@ def test_encode_path_equals_reference_and_skips_single_blocks(comfy_modules, mod
     expected = []
     for image in range(2):
         scores = []
-        for seed in range(2):
+        for seed in range(5):
             x_t = 0.5 * noise[seed, image:image + 1] + 0.5 * x0[image:image + 1]
             s = ref.concept_scores(x_t, torch.tensor([0.5]), prompt, torch.zeros(1, 32), torch.zeros(1),
-                                   embeddings, [1, 2])
+                                   embeddings, [1, 2], normalize_concepts=True)
             scores += list(s.values())
         expected.append(mean_softmax_maps(scores))
     assert _rel_error(maps.maps.flatten(2), torch.cat(expected)) < 1e-4

@@ -177,3 +177,23 @@ def test_select_concepts_by_name():
     assert masks.select_concepts(names, "dragon, SKY") == [0, 1]
     with pytest.raises(capture.ConceptInputError, match=r"concept: \['tree'\] is not among"):
         masks.select_concepts(names, "tree")
+
+
+def test_normalize_over_concepts_shifts_to_zero_and_sums_to_one():
+    x = torch.tensor([[[1.0, 5.0], [3.0, 5.0], [2.0, 5.0]]])  # [B=1, C=3, d=2]
+    out = concept_stream.normalize_over_concepts(x, dim=-2)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([0.0, 2 / 3, 1 / 3]))
+    torch.testing.assert_close(out[0, :, 1], torch.zeros(3))  # all equal: left at zero, no NaN
+
+
+def test_gaussian_blur_is_the_normalised_3x3_sigma_1_kernel_and_keeps_concept_sums():
+    grid = torch.zeros(1, 2, 5, 5)
+    grid[0, 0, 2, 2] = 1.0
+    grid[0, 1] = 1.0 - grid[0, 0]
+    blurred = masks.gaussian_blur_3x3(grid)
+    g = math.exp(-0.5)
+    total = (1 + 2 * g) ** 2
+    assert blurred[0, 0, 2, 2].item() == pytest.approx(1 / total)
+    assert blurred[0, 0, 1, 2].item() == pytest.approx(g / total)
+    assert blurred[0, 0, 1, 1].item() == pytest.approx(g * g / total)
+    torch.testing.assert_close(blurred.sum(1), torch.ones(1, 5, 5))

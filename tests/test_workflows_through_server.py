@@ -38,13 +38,14 @@ def _graph(sampler_nodes, latent_ref, concepts="dragon\nsky\nbackground", batch=
         "clip": {"class_type": "TinyFluxClipLoader", "inputs": {"seed": 0}},
         "patch": {"class_type": "ConceptAttentionFlux", "inputs": {
             "model": ["model", 0], "clip": ["clip", 0], "concepts": concepts, "blocks": "last 4",
-            "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space"}},
+            "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space",
+            "normalize_concepts": True}},
         "positive": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": "a dragon in the sky"}},
         "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": ""}},
         "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
         "saliency": {"class_type": "ConceptSaliency", "inputs": {
             "model": ["patch", 0], "latent": latent_ref, "concept": "dragon", "source": "sampling",
-            "noise_level": 0.5, "seed": 0, "seed_count": 1}},
+            "noise_level": 0.5, "seed": 0, "seed_count": 1, "blur": True}},
         "grow": {"class_type": "GrowMask", "inputs": {"mask": ["saliency", 2], "expand": 2, "tapered_corners": True}},
         "mask_image": {"class_type": "MaskToImage", "inputs": {"mask": ["grow", 0]}},
         "preview_mask": {"class_type": "PreviewImage", "inputs": {"images": ["mask_image", 0]}},
@@ -119,12 +120,13 @@ def test_encode_path_load_image_to_composite(server):
         "vae": {"class_type": "TinyVAELoader", "inputs": {}},
         "patch": {"class_type": "ConceptAttentionFlux", "inputs": {
             "model": ["model", 0], "clip": ["clip", 0], "concepts": "cat, grass, sky", "blocks": "all",
-            "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space"}},
+            "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space",
+            "normalize_concepts": True}},
         "image": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
         "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["image", 0], "vae": ["vae", 0]}},
         "saliency": {"class_type": "ConceptSaliency", "inputs": {
             "model": ["patch", 0], "latent": ["encode", 0], "concept": "sky", "source": "auto",
-            "noise_level": 0.5, "seed": 0, "seed_count": 2}},
+            "noise_level": 0.5, "seed": 0, "seed_count": 2, "blur": True}},
         "composite": {"class_type": "ImageCompositeMasked", "inputs": {
             "destination": ["image", 0], "source": ["saliency", 1], "x": 0, "y": 0, "resize_source": False,
             "mask": ["saliency", 2]}},
