@@ -6,7 +6,8 @@ from comfy_api.latest import io
 
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
-from .masks import colorize, select_concepts
+from .masks import MASK_MODES, apply_mask_mode, colorize, select_concepts
+from .render import overlay, segmentation
 from .text_encoding import encode_concepts, encode_prompt
 
 CATEGORY = "conditioning/concept attention"
@@ -82,6 +83,17 @@ class ConceptSaliency(io.ComfyNode):
                 io.String.Input("concept", default="",
                                 tooltip="Concept name(s) for the 'mask' output; several comma-separated "
                                         "names give their union. Empty: the first concept."),
+                io.Boolean.Input("invert", default=False,
+                                 tooltip="'mask' becomes everything except the named concept(s), e.g. name "
+                                         "the subject to get the background."),
+                io.Combo.Input("mask_mode", options=list(MASK_MODES), default="exclusive",
+                               tooltip="exclusive: each pixel goes to its strongest concept (masks partition "
+                                       "the image). soft: the raw 0..1 maps (for Differential Diffusion). "
+                                       "above mean: the paper's binary mask. otsu: automatic binary "
+                                       "threshold. threshold: binary at the value below."),
+                io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="Cut-off for mask_mode 'threshold' (maps are per-pixel shares of the "
+                                       "concepts, so 1/C is an even share)."),
                 io.Combo.Input("source", options=list(api.SOURCES), default="auto",
                                tooltip="auto: maps captured while sampling this latent if there are, else "
                                        "computed from the latent. sampling: captured only (error if none). "
@@ -101,19 +113,26 @@ class ConceptSaliency(io.ComfyNode):
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="Optional prompt when computing from a latent; default is the "
                                               "empty prompt."),
+                io.Image.Input("image", optional=True,
+                               tooltip="Optional picture (VAE Decode output or the loaded photo) under the "
+                                       "'overlay' heatmaps."),
             ],
             outputs=[
-                io.Mask.Output("masks", tooltip="Every concept's map, [B*C, H, W] image-major: image 0's "
-                                                "concepts in order, then image 1's. Soft 0..1; per pixel the "
-                                                "concepts sum to 1."),
-                io.Image.Output("heatmaps", tooltip="The same maps coloured (plasma), one min/max per image."),
-                io.Mask.Output("mask", tooltip="The chosen concept(s) per image, [B, H, W]."),
+                io.Mask.Output("masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
+                                                "concepts in order, then image 1's (after mask_mode)."),
+                io.Image.Output("heatmaps", tooltip="The soft maps coloured (plasma), one min/max per image."),
+                io.Mask.Output("mask", tooltip="The chosen concept(s) per image, [B, H, W] (after mask_mode "
+                                               "and invert)."),
+                io.Image.Output("overlay", tooltip="Each concept's heatmap over the picture, with its name."),
+                io.Image.Output("segmentation", tooltip="One colour per concept (strongest per pixel), with a "
+                                                        "legend; [B, H, W, 3]."),
             ],
         )
 
     @classmethod
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
-                conditioning=None) -> io.NodeOutput:
+                invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
+                image=None) -> io.NodeOutput:
         context = None
         if conditioning is not None:
             if len(conditioning) != 1:
@@ -124,6 +143,10 @@ class ConceptSaliency(io.ComfyNode):
             model, latent, source=source, noise_level=api.noise_sigma(model, noise_level),
             seeds=range(seed, seed + seed_count), conditioning=context)
         chosen = select_concepts(maps.names, concept)
-        masks = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
+        soft = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
+        masks = apply_mask_mode(soft, mask_mode, threshold)
         mask = masks[:, chosen].amax(dim=1)
-        return io.NodeOutput(masks.flatten(0, 1), colorize(masks), mask)
+        if invert:
+            mask = 1.0 - mask
+        return io.NodeOutput(masks.flatten(0, 1), colorize(soft), mask, overlay(soft, maps.names, image),
+                             segmentation(soft, maps.names))

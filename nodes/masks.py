@@ -61,6 +61,48 @@ def colorize(maps: torch.Tensor) -> torch.Tensor:
     return rgb.flatten(0, 1).clamp(0, 1)
 
 
+MASK_MODES = ("soft", "above mean", "otsu", "threshold", "exclusive")
+
+
+def apply_mask_mode(maps: torch.Tensor, mode: str, threshold: float = 0.5) -> torch.Tensor:
+    """[B, C, H, W] soft maps -> masks. 'soft': unchanged. 'above mean' (the paper's binary mask),
+    'otsu', 'threshold': 0/1 per concept map. 'exclusive': each pixel to its arg-max concept, so the
+    masks partition the image (they sum to exactly 1 per pixel)."""
+    if mode == "soft":
+        return maps
+    if mode == "exclusive":
+        return F.one_hot(maps.argmax(dim=1), maps.shape[1]).movedim(-1, 1).to(maps.dtype)
+    flat = maps.flatten(2)
+    if mode == "above mean":
+        cut = flat.mean(dim=2)
+    elif mode == "otsu":
+        cut = otsu_thresholds(flat)
+    elif mode == "threshold":
+        cut = torch.full(flat.shape[:2], float(threshold), dtype=maps.dtype, device=maps.device)
+    else:
+        raise ConceptInputError(f"mask_mode: expected one of {MASK_MODES}, received {mode!r}.")
+    return (maps > cut[..., None, None]).to(maps.dtype)
+
+
+def otsu_thresholds(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu's threshold of each row of values [..., P] (256-bin histogram between its min and max)."""
+    rows = values.reshape(-1, values.shape[-1]).float()
+    low, high = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
+    scaled = (rows - low) / (high - low).clamp(min=1e-12)
+    index = (scaled * bins).long().clamp(max=bins - 1)
+    hist = torch.zeros(rows.shape[0], bins, device=rows.device).scatter_add_(1, index, torch.ones_like(scaled))
+    centers = (torch.arange(bins, device=rows.device, dtype=torch.float32) + 0.5) / bins
+    weight_low = hist.cumsum(1)
+    weight_high = weight_low[:, -1:] - weight_low
+    mass_low = (hist * centers).cumsum(1)
+    mean_low = mass_low / weight_low.clamp(min=1)
+    mean_high = (mass_low[:, -1:] - mass_low) / weight_high.clamp(min=1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    best = between.argmax(dim=1, keepdim=True)
+    cut = (best.float() + 1) / bins  # values in bins 0..best are "low"
+    return (low + cut * (high - low)).reshape(values.shape[:-1])
+
+
 def select_concepts(names: tuple[str, ...], wanted: str) -> list[int]:
     """Indices of the comma-separated names in `wanted` (case-insensitive); '' -> the first concept."""
     wanted_names = [w.strip() for w in wanted.split(",") if w.strip()]

@@ -197,3 +197,59 @@ def test_gaussian_blur_is_the_normalised_3x3_sigma_1_kernel_and_keeps_concept_su
     assert blurred[0, 0, 1, 2].item() == pytest.approx(g / total)
     assert blurred[0, 0, 1, 1].item() == pytest.approx(g * g / total)
     torch.testing.assert_close(blurred.sum(1), torch.ones(1, 5, 5))
+
+
+def _soft_maps(seed=0, b=2, c=3, h=24, w=32):
+    return torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(seed)).softmax(dim=1)
+
+
+@pytest.mark.parametrize("mode", ["above mean", "otsu", "threshold"])
+def test_binary_modes_give_only_zeros_and_ones(mode):
+    out = masks.apply_mask_mode(_soft_maps(), mode, threshold=0.34)
+    assert set(out.unique().tolist()) <= {0.0, 1.0} and out.shape == (2, 3, 24, 32)
+
+
+def test_above_mean_is_the_papers_rule():
+    soft = _soft_maps(1)
+    out = masks.apply_mask_mode(soft, "above mean")
+    assert torch.equal(out[1, 2], (soft[1, 2] > soft[1, 2].mean()).float())
+
+
+def test_exclusive_masks_partition_the_image():
+    out = masks.apply_mask_mode(_soft_maps(2), "exclusive")
+    assert torch.equal(out.sum(dim=1), torch.ones(2, 24, 32))
+    assert set(out.unique().tolist()) == {0.0, 1.0}
+
+
+def test_otsu_separates_two_clusters():
+    values = torch.cat([torch.full((100,), 0.2), torch.full((50,), 0.8)]) + torch.linspace(0, 0.01, 150)
+    cut = masks.otsu_thresholds(values[None])
+    assert values[:100].max() < cut.item() < values[100:].min()
+
+
+def test_unknown_mask_mode_names_the_input():
+    with pytest.raises(capture.ConceptInputError, match="mask_mode: expected one of"):
+        masks.apply_mask_mode(_soft_maps(), "fuzzy")
+
+
+def test_overlay_and_segmentation_images_are_labelled():
+    from concept_attention_pack.nodes import render
+    soft = _soft_maps(3, h=96, w=128)
+    over = render.overlay(soft, ("dragon", "sky", "background"), torch.zeros(1, 96, 128, 3))
+    plain = render.overlay(soft, ("dragon", "sky", "background"))
+    seg = render.segmentation(soft, ("dragon", "sky", "background"))
+    assert over.shape == (6, 96, 128, 3) and seg.shape == (2, 96, 128, 3)
+    assert 0 <= over.min() and over.max() <= 1
+    # the label box (black with white text) is drawn in the top-left corner, not elsewhere
+    corner, elsewhere = over[0, :12, :40], over[0, 60:, 60:]
+    assert (corner.sum(-1) < 0.05).any() and (corner.min(-1).values > 0.95).any()
+    assert not (elsewhere.sum(-1) < 0.05).any()
+    # pixels away from the legend carry the arg-max concept's palette colour
+    expected = render.PALETTE[soft[1].argmax(0)[80, 100]]
+    torch.testing.assert_close(seg[1, 80, 100], expected, atol=1 / 255, rtol=0)
+
+
+def test_overlay_refuses_an_image_batch_that_does_not_match():
+    from concept_attention_pack.nodes import render
+    with pytest.raises(capture.ConceptInputError, match="image: 3 images for a latent batch of 2"):
+        render.overlay(_soft_maps(), ("a", "b", "c"), torch.zeros(3, 24, 32, 3))

@@ -45,7 +45,8 @@ def _graph(sampler_nodes, latent_ref, concepts="dragon\nsky\nbackground", batch=
         "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
         "saliency": {"class_type": "ConceptSaliency", "inputs": {
             "model": ["patch", 0], "latent": latent_ref, "concept": "dragon", "source": "sampling",
-            "noise_level": 0.5, "seed": 0, "seed_count": 1, "blur": True}},
+            "noise_level": 0.5, "seed": 0, "seed_count": 1, "blur": True,
+            "invert": False, "mask_mode": "exclusive", "threshold": 0.5}},
         "grow": {"class_type": "GrowMask", "inputs": {"mask": ["saliency", 2], "expand": 2, "tapered_corners": True}},
         "mask_image": {"class_type": "MaskToImage", "inputs": {"mask": ["grow", 0]}},
         "preview_mask": {"class_type": "PreviewImage", "inputs": {"images": ["mask_image", 0]}},
@@ -126,7 +127,8 @@ def test_encode_path_load_image_to_composite(server):
         "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["image", 0], "vae": ["vae", 0]}},
         "saliency": {"class_type": "ConceptSaliency", "inputs": {
             "model": ["patch", 0], "latent": ["encode", 0], "concept": "sky", "source": "auto",
-            "noise_level": 0.5, "seed": 0, "seed_count": 2, "blur": True}},
+            "noise_level": 0.5, "seed": 0, "seed_count": 2, "blur": True,
+            "invert": True, "mask_mode": "otsu", "threshold": 0.5, "image": ["image", 0]}},
         "composite": {"class_type": "ImageCompositeMasked", "inputs": {
             "destination": ["image", 0], "source": ["saliency", 1], "x": 0, "y": 0, "resize_source": False,
             "mask": ["saliency", 2]}},

@@ -39,9 +39,17 @@ class TinyFluxClipLoader:
 class TinyVAE:
     """8x downscale to 16 channels by a fixed mixing of 8x8 means; decode undoes it approximately."""
 
+    downscale_ratio = 8
+
     def __init__(self):
         g = torch.Generator().manual_seed(0)
         self.mix = torch.randn(16, 3, generator=g)
+
+    def spacial_compression_encode(self):
+        return 8
+
+    def spacial_compression_decode(self):
+        return 8
 
     def encode(self, pixels):
         pooled = F.avg_pool2d(pixels[..., :3].movedim(-1, 1), 8)
