@@ -136,3 +136,51 @@ def test_encode_path_load_image_to_composite(server):
     }
     entry = server.run(graph)
     assert _image_sizes(server, entry, "preview") == [(1000, 744)]
+
+
+def _consumer_graph(batch):
+    """Concept Saliency's mask into every mask-consuming node an inpainting/compositing graph uses."""
+    graph = _graph(KSAMPLER, ["sampler", 0], batch=batch)
+    del graph["grow"], graph["mask_image"], graph["preview_mask"]
+    graph["vae"] = {"class_type": "TinyVAELoader", "inputs": {}}
+    graph["decoded"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}}
+    mask = ["saliency", 2]
+
+    def resample(name, model, positive, negative, latent, denoise=0.6):
+        graph[f"{name}_sampler"] = {"class_type": "KSampler", "inputs": {
+            "model": model, "seed": 3, "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+            "positive": positive, "negative": negative, "latent_image": latent, "denoise": denoise}}
+        graph[f"{name}_decode"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"{name}_sampler", 0],
+                                                                        "vae": ["vae", 0]}}
+        graph[f"{name}_preview"] = {"class_type": "PreviewImage", "inputs": {"images": [f"{name}_decode", 0]}}
+
+    graph["noise_mask"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["sampler", 0], "mask": mask}}
+    graph["diffdiff"] = {"class_type": "DifferentialDiffusion", "inputs": {"model": ["patch", 0]}}
+    resample("differential", ["diffdiff", 0], ["positive", 0], ["negative", 0], ["noise_mask", 0])
+    graph["inpaint_cond"] = {"class_type": "InpaintModelConditioning", "inputs": {
+        "positive": ["positive", 0], "negative": ["negative", 0], "vae": ["vae", 0], "pixels": ["decoded", 0],
+        "mask": mask, "noise_mask": True}}
+    resample("inpaint_model", ["patch", 0], ["inpaint_cond", 0], ["inpaint_cond", 1], ["inpaint_cond", 2])
+    graph["encode_inpaint"] = {"class_type": "VAEEncodeForInpaint", "inputs": {
+        "pixels": ["decoded", 0], "vae": ["vae", 0], "mask": mask, "grow_mask_by": 6}}
+    resample("encode_inpaint", ["model", 0], ["positive", 0], ["negative", 0], ["encode_inpaint", 0], 1.0)
+    graph["composite"] = {"class_type": "ImageCompositeMasked", "inputs": {
+        "destination": ["decoded", 0], "source": ["saliency", 4], "x": 0, "y": 0, "resize_source": False,
+        "mask": mask}}
+    graph["composite_preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["composite", 0]}}
+    graph["grow"] = {"class_type": "GrowMask", "inputs": {"mask": mask, "expand": 3, "tapered_corners": True}}
+    graph["feather"] = {"class_type": "FeatherMask", "inputs": {"mask": ["grow", 0], "left": 4, "top": 4,
+                                                               "right": 4, "bottom": 4}}
+    graph["mask_composite"] = {"class_type": "MaskComposite", "inputs": {
+        "destination": ["feather", 0], "source": mask, "x": 0, "y": 0, "operation": "add"}}
+    graph["mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": ["mask_composite", 0]}}
+    graph["mask_preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["mask_image", 0]}}
+    return graph
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_masks_work_in_comfyui_mask_and_inpainting_nodes(server, batch):
+    entry = server.run(_consumer_graph(batch))
+    for preview in ("differential_preview", "inpaint_model_preview", "encode_inpaint_preview",
+                    "composite_preview", "mask_preview"):
+        assert _image_sizes(server, entry, preview) == [(96, 64)] * batch, preview
