@@ -184,3 +184,50 @@ def test_masks_work_in_comfyui_mask_and_inpainting_nodes(server, batch):
     for preview in ("differential_preview", "inpaint_model_preview", "encode_inpaint_preview",
                     "composite_preview", "mask_preview"):
         assert _image_sizes(server, entry, preview) == [(96, 64)] * batch, preview
+
+
+UI_GENERATED_WITH = "0.29.0"  # the UI files hold this version's widgets (0.3.64 loads them too)
+STAND_INS = {"UNETLoader": lambda inputs: ("TinyFluxLoader", {"seed": 0, "schnell": "schnell" in inputs["unet_name"]}),
+             "DualCLIPLoader": lambda inputs: ("TinyFluxClipLoader", {"seed": 0}),
+             "VAELoader": lambda inputs: ("TinyVAELoader", {})}
+SHIPPED = sorted((ROOT_WORKFLOWS := __import__("pathlib").Path(__file__).resolve().parent.parent / "workflows").glob("api/*.json"))
+
+
+def _with_stand_ins(api: dict) -> dict:
+    """The shipped workflow with the model loaders swapped for tiny stand-ins, small and few steps."""
+    import copy
+    api = copy.deepcopy(api)
+    for node in api.values():
+        if node["class_type"] in STAND_INS:
+            node["class_type"], node["inputs"] = STAND_INS[node["class_type"]](node["inputs"])
+        elif node["class_type"] == "EmptySD3LatentImage":
+            node["inputs"].update(width=96, height=64)
+        elif node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 2
+    return api
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_workflow_runs_headless(server, path):
+    import json
+
+    from PIL import Image
+    Image.fromarray((np.random.default_rng(1).random((72, 104, 3)) * 255).astype(np.uint8)).save(
+        server.base / "input" / "example.png")
+    entry = server.run(_with_stand_ins(json.loads(path.read_text())))
+    saved = [node for node, out in entry["outputs"].items() if out.get("images")]
+    assert saved, "the workflow produced no images"
+
+
+def test_shipped_ui_workflows_match_their_api_versions_and_are_listed(server):
+    import json
+
+    import ui_workflow
+    object_info = server.get("/object_info")
+    version = server.get("/system_stats")["system"].get("comfyui_version")
+    for path in SHIPPED if version == UI_GENERATED_WITH else []:
+        shipped_ui = json.loads((ROOT_WORKFLOWS / path.name).read_text())
+        assert shipped_ui == ui_workflow.api_to_ui(json.loads(path.read_text()), object_info), (
+            f"{path.name}: regenerate the UI workflow with `python tests/ui_workflow.py <server>`")
+    templates = server.get("/workflow_templates")
+    assert sorted(templates["comfyui-conceptattention"]) == sorted(p.stem for p in SHIPPED)
