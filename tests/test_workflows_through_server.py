@@ -186,7 +186,7 @@ def test_masks_work_in_comfyui_mask_and_inpainting_nodes(server, batch):
         assert _image_sizes(server, entry, preview) == [(96, 64)] * batch, preview
 
 
-UI_GENERATED_WITH = "0.29.0"  # the UI files hold this version's widgets (0.3.64 loads them too)
+UI_GENERATED_WITH = "0.29.0"  # the UI files are generated from this version's /object_info
 STAND_INS = {"UNETLoader": lambda inputs: ("TinyFluxLoader", {"seed": 0, "schnell": "schnell" in inputs["unet_name"]}),
              "DualCLIPLoader": lambda inputs: ("TinyFluxClipLoader", {"seed": 0}),
              "VAELoader": lambda inputs: ("TinyVAELoader", {})}
