@@ -69,9 +69,17 @@ def concept_update(block, concepts: torch.Tensor, concept_out: torch.Tensor, con
     return concepts
 
 
-def output_space_scores(concept_out: torch.Tensor, img_out: torch.Tensor) -> torch.Tensor:
-    """S = Oc . Ox^T over all d features, no scaling: [B, C, d] x [B, N, d] -> [B, C, N] float32."""
-    return torch.matmul(concept_out, img_out.transpose(1, 2)).float()
+def output_space_scores(concept_out: torch.Tensor, img_out: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """S = Oc . Ox^T over all d features, no scaling: [B, C, d] x [B, N, d] -> [B, C, N] float32.
+
+    The dot product runs in float32 even for bf16/fp16 models: scores are in the hundreds and the
+    softmax over concepts is sharp, so a bf16 rounding of S alone flips maps (5x larger error in
+    tests). The image outputs are converted `chunk` tokens at a time to bound the extra memory."""
+    concepts = concept_out.float().transpose(1, 2)  # [B, d, C]
+    if img_out.dtype == torch.float32:
+        return torch.matmul(img_out, concepts).transpose(1, 2)
+    parts = [torch.matmul(img_out[:, i:i + chunk].float(), concepts) for i in range(0, img_out.shape[1], chunk)]
+    return torch.cat(parts, dim=1).transpose(1, 2)
 
 
 def normalize_over_concepts(x: torch.Tensor, dim: int = -2) -> torch.Tensor:

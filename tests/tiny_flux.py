@@ -26,15 +26,17 @@ def flux_config(hidden=128, heads=2, depth=2, single=2, context=TEXT_DIM, pooled
     return {k: v for k, v in config.items() if k in known}
 
 
-def build_flux(seed=0, dtype=torch.float32, std=0.1, schnell=False, **config):
-    """A ModelPatcher around a tiny random Flux.1 (dev unless schnell)."""
+def build_flux(seed=0, dtype=torch.float32, std=0.1, schnell=False, manual_cast=None, model_class=None, **config):
+    """A ModelPatcher around a tiny random Flux.1 (dev unless schnell). dtype: how weights are
+    stored; manual_cast: the compute dtype when it differs (ComfyUI casts weights on the fly)."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
 
     unet_config = flux_config(guidance=not schnell, **config)
-    model_config = (comfy.supported_models.FluxSchnell if schnell else comfy.supported_models.Flux)(unet_config)
-    model_config.set_inference_dtype(dtype, None)
+    model_class = model_class or (comfy.supported_models.FluxSchnell if schnell else comfy.supported_models.Flux)
+    model_config = model_class(unet_config)
+    model_config.set_inference_dtype(dtype, manual_cast)
     model = model_config.get_model({})
     generator = torch.Generator().manual_seed(seed)
     state = {}

@@ -1,0 +1,191 @@
+"""Robustness inside real ComfyUI: odd concepts, model variety, weight dtypes, batches and masks,
+re-patching, interrupts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_flux_inside_comfy import NAMES, _record_calls, _reference_maps, _rel_error, _sample
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def comfy_modules():
+    import comfy.patcher_extension
+    import comfy.sample
+
+    from concept_attention_pack.nodes import api, flux
+    return comfy.sample, comfy.patcher_extension, api, flux
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    return torch.randn(len(NAMES), 64, generator=torch.Generator().manual_seed(5))
+
+
+@pytest.mark.parametrize("dtype,manual_cast,tolerance", [
+    (torch.float16, None, 2e-2),  # fp16 compute: measured 0.4% of the map scale
+    (torch.bfloat16, torch.float32, 1e-4),  # bf16-stored weights, float32 compute
+    (torch.float8_e4m3fn, torch.float32, 1e-4),  # fp8-stored weights, ComfyUI's manual cast
+])
+def test_maps_of_reduced_precision_models_match_float32(comfy_modules, embeddings, dtype, manual_cast, tolerance):
+    """Maps are float32 whatever the model dtype, and equal the float32 reference of the same
+    (rounded) weights on the same inputs within the stated tolerance."""
+    sample_mod, patcher_extension, api, _ = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=3, dtype=dtype, manual_cast=manual_cast)
+    patched = api.patch_model(model, embeddings, NAMES, blocks="all")
+    calls = _record_calls(patcher_extension, patched)
+    maps = api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling").maps
+    assert maps.dtype == torch.float32
+    assert _rel_error(maps.flatten(2), _reference_maps(model, calls, embeddings, [0, 1, 2])) < tolerance
+
+
+def test_bfloat16_compute_encode_maps_stay_close_to_float32(comfy_modules, embeddings):
+    """bf16 activations: the image stream itself is bf16, so maps can only be as exact as it is.
+    Scores are taken in float32 (a bf16 dot product was 5x worse); measured 4.0% of the scale."""
+    _, _, api, _ = comfy_modules
+    from reference import ReferenceFlux, mean_softmax_maps
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=3, dtype=torch.bfloat16)
+    generator = torch.Generator().manual_seed(1)
+    latent, prompt = torch.randn(1, 16, 8, 12, generator=generator), torch.randn(1, 8, 64, generator=generator)
+    noise = torch.randn(1, 1, 16, 8, 12, generator=torch.Generator().manual_seed(3))
+    patched = api.patch_model(model, embeddings, NAMES, blocks="all", empty_prompt=prompt)
+    maps = api.concept_maps(patched, latent, source="latent", noise_level=0.5, noise=noise).maps
+    x_t = 0.5 * noise[0] + 0.5 * model.model.process_latent_in(latent)
+    scores = ReferenceFlux(model.model.diffusion_model).concept_scores(
+        x_t, torch.tensor([0.5]), prompt, torch.zeros(1, 32), torch.zeros(1), embeddings, [0, 1, 2])
+    assert _rel_error(maps.flatten(2), mean_softmax_maps(list(scores.values()))) < 6e-2
+
+
+def test_batch_of_three_with_cfg_gives_a_map_per_image(comfy_modules, embeddings):
+    sample_mod, patcher_extension, api, _ = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=2)
+    patched = api.patch_model(model, embeddings, NAMES)
+    calls = _record_calls(patcher_extension, patched)
+    samples = _sample(sample_mod, patched, batch=3, cfg=4.0)
+    maps = api.concept_maps(patched, samples, source="sampling").maps
+    assert maps.shape[0] == 3 and not torch.equal(maps[0], maps[2])
+    assert _rel_error(maps.flatten(2), _reference_maps(model, calls, embeddings, [0, 1])) < 1e-4
+
+
+def test_latent_with_noise_mask_samples_unchanged_and_captures(comfy_modules, embeddings):
+    sample_mod, _, api, _ = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=2)
+    patched = api.patch_model(model, embeddings, NAMES)
+    mask = torch.zeros(1, 64, 96)
+    mask[:, 16:48, 24:72] = 1.0
+    plain = _sample(sample_mod, model, batch=1, noise_mask=mask)
+    with_maps = _sample(sample_mod, patched, batch=1, noise_mask=mask)
+    assert torch.equal(plain, with_maps)
+    assert api.concept_maps(patched, with_maps, source="sampling").maps.shape == (1, 3, 4, 6)
+
+
+def test_flux_kontext_reference_latents_work_and_do_not_change_the_image(comfy_modules, embeddings):
+    """Kontext appends reference-image tokens after the image tokens: maps cover the image only."""
+    sample_mod, _, api, _ = comfy_modules
+    from tiny_flux import build_flux, random_conditioning
+    model = build_flux(seed=0, depth=2)
+    patched = api.patch_model(model, embeddings, NAMES)
+    latent = torch.zeros(1, 16, 8, 12)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    positive = random_conditioning(1, seed=1)
+    positive[0][1]["reference_latents"] = [torch.randn(1, 16, 6, 10, generator=torch.Generator().manual_seed(2))]
+    run = lambda m: sample_mod.sample(m, noise, 2, 1.0, "euler", "simple", positive, positive, latent,  # noqa: E731
+                                      disable_pbar=True)
+    plain, with_maps = run(model), run(patched)
+    assert torch.equal(plain, with_maps)
+    assert api.concept_maps(patched, with_maps, source="sampling").maps.shape == (1, 3, 4, 6)
+
+
+def test_flux_fill_with_96_input_channels_works(comfy_modules, embeddings):
+    import comfy.supported_models
+    sample_mod, _, api, _ = comfy_modules
+    from tiny_flux import build_flux, random_conditioning
+    model = build_flux(seed=0, depth=2, in_channels=96, model_class=comfy.supported_models.FluxInpaint)
+    patched = api.patch_model(model, embeddings, NAMES)
+    latent = torch.zeros(1, 16, 8, 12)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    positive = random_conditioning(1, seed=1)
+    positive[0][1].update(concat_latent_image=torch.randn(1, 16, 8, 12), concat_mask=torch.ones(1, 1, 64, 96))
+    run = lambda m: sample_mod.sample(m, noise, 2, 1.0, "euler", "simple", positive, positive, latent,  # noqa: E731
+                                      disable_pbar=True)
+    plain, with_maps = run(model), run(patched)
+    assert torch.equal(plain, with_maps)
+    assert api.concept_maps(patched, with_maps, source="sampling").maps.shape == (1, 3, 4, 6)
+
+
+def test_sixty_four_concepts(comfy_modules):
+    sample_mod, _, api, _ = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=2)
+    names = [f"concept {i}" for i in range(64)]
+    patched = api.patch_model(model, torch.randn(64, 64), names)
+    maps = api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling")
+    assert maps.maps.shape == (1, 64, 4, 6)
+    torch.testing.assert_close(maps.maps.sum(1), torch.ones(1, 4, 6))
+
+
+def test_second_patch_replaces_the_first(comfy_modules, embeddings):
+    sample_mod, _, api, flux = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=3)
+    first = api.patch_model(model, embeddings, NAMES, blocks="all")
+    second = api.patch_model(first, embeddings[:2], ["left", "right"], blocks="0")
+    hooks = second.model_options["transformer_options"]["patches_replace"]["dit"]
+    assert all(hook.previous is None for hook in hooks.values())  # not chained onto the first patch
+    samples = _sample(sample_mod, second, batch=1)
+    assert torch.equal(samples, _sample(sample_mod, model, batch=1))
+    maps = api.concept_maps(second, samples, source="sampling")
+    assert maps.names == ("left", "right") and len(flux.concept_store(first)) == 0
+
+
+def test_latent_of_another_size_is_recomputed_never_mismatched(comfy_modules, embeddings):
+    sample_mod, _, api, _ = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=2)
+    patched = api.patch_model(model, embeddings, NAMES, empty_prompt=torch.zeros(1, 4, 64))
+    _sample(sample_mod, patched, batch=1)
+    other = torch.randn(2, 16, 10, 6)
+    maps = api.concept_maps(patched, other)  # auto: not captured, so computed for this latent
+    assert maps.source == "latent" and maps.maps.shape == (2, 3, 5, 3) and maps.latent_size == (10, 6)
+
+
+def test_comfyui_interrupt_leaves_nothing_patched_or_held(comfy_modules, embeddings):
+    import comfy.model_management
+    sample_mod, _, api, flux = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=2)
+    patched = api.patch_model(model, embeddings, NAMES)
+
+    def interrupt(step, *args):
+        if step == 1:
+            comfy.model_management.interrupt_current_processing(True)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        _sample(sample_mod, patched, batch=1, callback=interrupt)
+    comfy.model_management.interrupt_current_processing(False)
+    assert flux.CAPTURE_KEY not in patched.model_options["transformer_options"]
+    assert len(flux.concept_store(patched)) == 0
+    assert api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling") is not None
+
+
+def test_node_errors_name_the_input(comfy_modules):
+    from concept_attention_pack.nodes.capture import ConceptInputError
+    from concept_attention_pack.nodes.concept_nodes import ConceptAttention
+    from tiny_flux import build_flux, tiny_clip
+    model, clip = build_flux(seed=0, depth=2), tiny_clip()
+    args = dict(blocks="last 4", start_percent=0.0, end_percent=1.0, map_variant="output space")
+    with pytest.raises(ConceptInputError, match="concepts: no concept was given"):
+        ConceptAttention.execute(model, clip, " ,\n ", **args)
+    with pytest.raises(ConceptInputError, match="concepts: only \\['dragon'\\] was given"):
+        ConceptAttention.execute(model, clip, "dragon", **args)
+    with pytest.raises(ConceptInputError, match="appear more than once"):
+        ConceptAttention.execute(model, clip, "sky, Sky", **args)
+    with pytest.raises(ConceptInputError, match="start_percent/end_percent"):
+        ConceptAttention.execute(model, clip, "a, b", **{**args, "start_percent": 0.8, "end_percent": 0.2})
