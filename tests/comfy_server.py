@@ -59,13 +59,18 @@ class ComfyServer:
 
     def run(self, prompt: dict, timeout=300) -> dict:
         """Queue an API-format workflow, wait, and return its history entry (raises on error)."""
+        return self.wait(self.queue(prompt), timeout)
+
+    def queue(self, prompt: dict) -> str:
         body = json.dumps({"prompt": prompt}).encode()
         request = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                prompt_id = json.loads(response.read())["prompt_id"]
+                return json.loads(response.read())["prompt_id"]
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"/prompt refused the workflow: {error.read().decode()}") from None
+
+    def wait(self, prompt_id: str, timeout=300) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
             history = self.get(f"/history/{prompt_id}")

@@ -231,3 +231,26 @@ def test_shipped_ui_workflows_match_their_api_versions_and_are_listed(server):
             f"{path.name}: regenerate the UI workflow with `python tests/ui_workflow.py <server>`")
     templates = server.get("/workflow_templates")
     assert sorted(templates["comfyui-conceptattention"]) == sorted(p.stem for p in SHIPPED)
+
+
+def test_twenty_queued_prompts_get_their_own_maps_and_memory_stays_flat(server):
+    """Each prompt has its own concepts and selects its own first concept from maps captured while
+    sampling (source 'sampling'): a map from another prompt's model would fail the name lookup."""
+    import psutil
+    process = psutil.Process(server.process.pid)
+
+    def graph(i):
+        g = _graph(KSAMPLER, ["sampler", 0], concepts=f"thing{i}, other{i}, background", batch=1)
+        g["sampler"]["inputs"]["seed"] = i
+        g["saliency"]["inputs"]["concept"] = f"thing{i}"
+        return g
+
+    for entry_id in [server.queue(graph(i)) for i in range(5)]:
+        server.wait(entry_id)
+    warm = process.memory_info().rss
+    ids = [server.queue(graph(i)) for i in range(5, 25)]
+    entries = [server.wait(prompt_id) for prompt_id in ids]
+    assert all(_image_sizes(server, e, "preview_mask") == [(96, 64)] for e in entries)
+    grown = (process.memory_info().rss - warm) / 2**20
+    print(f"server RSS growth over 20 prompts: {grown:.1f} MiB")
+    assert grown < 64, f"server memory grew {grown:.1f} MiB over 20 prompts"
