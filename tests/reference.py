@@ -80,8 +80,11 @@ def stream_update(weights, prefix, x, attn_out, mods):
 
 
 class ReferenceFlux:
-    def __init__(self, diffusion_model):
+    def __init__(self, diffusion_model, weight_deltas=None):
+        """weight_deltas: {name: delta} added to the weights (what a LoRA-style patch does)."""
         self.w = {k: v.detach().float().cpu() for k, v in diffusion_model.state_dict().items()}
+        for name, delta in (weight_deltas or {}).items():
+            self.w[name] = self.w[name] + delta
         p = diffusion_model.params
         self.num_heads, self.axes_dim, self.theta = p.num_heads, list(p.axes_dim), p.theta
         self.guidance_embed, self.depth = p.guidance_embed, len(diffusion_model.double_blocks)

@@ -60,9 +60,10 @@ def _record_calls(patcher_extension, model):
     return calls
 
 
-def _reference_maps(model, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0), normalize=False):
+def _reference_maps(model, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0), normalize=False,
+                    weight_deltas=None):
     from reference import ReferenceFlux, mean_softmax_maps
-    ref = ReferenceFlux(model.model.diffusion_model)
+    ref = ReferenceFlux(model.model.diffusion_model, weight_deltas)
     per_image = {}
     for call in calls:
         schedule = call["schedule"]
@@ -244,29 +245,25 @@ def test_exception_inside_sampling_leaves_nothing_behind(comfy_modules, model, e
     assert api.concept_maps(patched, ok, source="sampling") is not None
 
 
+def _with_diff_patch(model, key):
+    """A clone carrying a LoRA-style weight patch (a plain difference) on `key`, and the difference."""
+    delta = torch.randn(model.model.state_dict()[key].shape, generator=torch.Generator().manual_seed(4)) * 0.05
+    patched = model.clone()
+    patched.add_patches({key: ("diff", (delta,))}, 1.0)
+    return patched, delta
+
+
 def test_lora_style_weight_patches_are_used_by_the_concept_stream(comfy_modules, model, embeddings):
     sample_mod, patcher_extension, api, _ = comfy_modules
     key = "diffusion_model.double_blocks.1.txt_attn.qkv.weight"
-    delta = torch.randn(model.model.state_dict()[key].shape, generator=torch.Generator().manual_seed(4)) * 0.05
-    lora = model.clone()
-    lora.add_patches({key: ("diff", (delta,))}, 1.0)
+    lora, delta = _with_diff_patch(model, key)
     patched = api.patch_model(lora, embeddings, NAMES, blocks="1-2")
     calls = _record_calls(patcher_extension, patched)
     samples = _sample(sample_mod, patched, batch=1)
     maps = api.concept_maps(patched, samples, source="sampling").maps
     patched.unpatch_model()
-    from reference import ReferenceFlux
-    original = ReferenceFlux.__init__
-
-    def with_delta(self, diffusion_model):
-        original(self, diffusion_model)
-        self.w["double_blocks.1.txt_attn.qkv.weight"] = self.w["double_blocks.1.txt_attn.qkv.weight"] + delta
-
-    ReferenceFlux.__init__ = with_delta
-    try:
-        expected = _reference_maps(model, calls, embeddings, [1, 2])
-    finally:
-        ReferenceFlux.__init__ = original
+    expected = _reference_maps(model, calls, embeddings, [1, 2],
+                               weight_deltas={key.removeprefix("diffusion_model."): delta})
     assert _rel_error(maps.flatten(2), expected) < 1e-4
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_flux_inside_comfy import NAMES, _record_calls, _reference_maps, _rel_error, _sample
+from test_flux_inside_comfy import NAMES, _record_calls, _reference_maps, _rel_error, _sample, _with_diff_patch
 
 pytestmark = pytest.mark.comfy
 
@@ -233,26 +233,18 @@ def test_low_vram_partial_loading_with_a_lora_patch_keeps_maps_exact(comfy_modul
     concept stream calls the block submodules, so it sees exactly the patched weights."""
     import comfy.model_management as mm
     sample_mod, patcher_extension, api, _ = comfy_modules
-    from reference import ReferenceFlux
     from tiny_flux import build_flux
     monkeypatch.setattr(mm, "is_device_cpu", lambda device: False)
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState.NO_VRAM)
     model = build_flux(seed=0, depth=3)
     key = "diffusion_model.double_blocks.1.txt_mlp.0.weight"
-    delta = torch.randn(model.model.state_dict()[key].shape, generator=torch.Generator().manual_seed(4)) * 0.05
-    lora = model.clone()
-    lora.add_patches({key: ("diff", (delta,))}, 1.0)
+    lora, delta = _with_diff_patch(model, key)
     patched = api.patch_model(lora, embeddings, NAMES, blocks="1-2")
     calls = _record_calls(patcher_extension, patched)
     maps = api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling").maps
     block = model.model.diffusion_model.double_blocks[1].txt_mlp[0]
     assert getattr(block, "comfy_cast_weights", False), "the low-VRAM path was not taken"
     mm.unload_all_models()
-    original = ReferenceFlux.__init__
-
-    def with_delta(self, diffusion_model):
-        original(self, diffusion_model)
-        self.w["double_blocks.1.txt_mlp.0.weight"] = self.w["double_blocks.1.txt_mlp.0.weight"] + delta
-
-    monkeypatch.setattr(ReferenceFlux, "__init__", with_delta)
-    assert _rel_error(maps.flatten(2), _reference_maps(model, calls, embeddings, [1, 2])) < 1e-4
+    expected = _reference_maps(model, calls, embeddings, [1, 2],
+                               weight_deltas={key.removeprefix("diffusion_model."): delta})
+    assert _rel_error(maps.flatten(2), expected) < 1e-4
