@@ -1,0 +1,485 @@
+"""Cost of ConceptAttention on a Flux.1 with the real block width, inside real ComfyUI.
+
+The model is a Flux.1 dev with the real block width (hidden 3072, 24 heads, MLP ratio 4, text
+context 4096, pooled 768), random weights and a chosen number of blocks. In one process, and
+interleaved (each round runs the plain model, then every patched configuration; medians over
+--repeats rounds), it measures:
+
+- sampling wall time and peak extra memory, plain vs patched, per image size, number of
+  concepts C and block selection;
+- the concept stream's own time (its pieces timed where flux.py calls them), for the pack and
+  for a full-attention reference of the concept stream (the authors' approach: one (C+N)x(C+N)
+  attention over [concepts; image] whose image rows are discarded);
+- the encode path (api.concept_maps(source="latent")) vs one full forward;
+- peak extra memory at two step counts.
+
+Beside the measurements, an analytic FLOP ratio is printed, labelled as an estimate.
+Prints markdown tables and writes benchmarks/results/<name>.json.
+
+    python benchmarks/bench_overhead.py                  # CPU preset (2 cores: about 6 minutes)
+    python benchmarks/bench_overhead.py --sizes 256,512  # more sizes, same preset
+    python benchmarks/bench_overhead.py --preset gpu     # full depth (19 + 38 blocks), bf16, CUDA
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACK = "concept_attention_pack"
+REFERENCE = "full-attention ref"
+PRESETS = {
+    # Double:single blocks 1:2 as in Flux.1 (19:38), so per-block ratios carry over to full depth.
+    "cpu": dict(device="cpu", dtype="fp32", depth=2, single=4, sizes="256", steps=1, steps_check="2,8", repeats=5),
+    "gpu": dict(device="cuda", dtype="bf16", depth=19, single=38, sizes="512,1024,2048", steps=4,
+                steps_check="4,28", repeats=5),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+STREAM_PIECES = ("concept_qkv", "concept_attention", "concept_update", "output_space_scores",
+                 "cross_attention_scores", "normalize_over_concepts", "undo_rope")
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESETS, default="cpu", help="defaults for the options below")
+    parser.add_argument("--device", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=DTYPES)
+    parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19)")
+    parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38)")
+    parser.add_argument("--sizes", help="image sizes in pixels, comma-separated (square)")
+    parser.add_argument("--steps", type=int, help="sampling steps of the timed runs")
+    parser.add_argument("--steps-check", help="two step counts whose peak memory is compared")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds; medians are reported")
+    parser.add_argument("--concepts", default="1,8,32", help="concept counts C")
+    parser.add_argument("--blocks", default="last 4;all", help="';'-separated block selections")
+    parser.add_argument("--focus", type=int, default=8,
+                        help="C of the full-attention reference, the encode path and the steps check")
+    parser.add_argument("--text-tokens", type=int, default=256,
+                        help="prompt tokens (ComfyUI pads Flux's T5 prompt to at least 256)")
+    parser.add_argument("--hidden", type=int, default=3072, help="block width; change only for smoke tests")
+    parser.add_argument("--heads", type=int, default=24)
+    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", "/opt/ComfyUI"))
+    parser.add_argument("--name", help="results file name (default from the settings)")
+    args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.concepts = [int(c) for c in args.concepts.split(",")]
+    args.steps_check = [int(s) for s in args.steps_check.split(",")] if args.steps_check else []
+    args.blocks = [b.strip() for b in args.blocks.split(";")]
+    args.name = args.name or f"{args.device}-{args.dtype}-d{args.depth}s{args.single}-" + "-".join(map(str, args.sizes))
+    return args
+
+
+def start(args):
+    """ComfyUI in-process (CPU mode unless --device cuda), then the pack as a package."""
+    sys.path[:0] = [args.comfyui, str(ROOT / "tests")]
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = args.device == "cpu"
+    import comfy.model_management  # noqa: F401  (reads args.cpu at import)
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = sys.modules[PACK] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+def build_model(args):
+    """A ModelPatcher around a Flux.1 dev of the real width with random weights (std 0.02, QK-norm
+    scales 1), initialised in place so that only one copy of the weights exists."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+    from tiny_flux import flux_config
+
+    config = flux_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
+                         context=4096, pooled=768)
+    model_config = comfy.supported_models.Flux(config)
+    model_config.set_inference_dtype(DTYPES[args.dtype], None)
+    model = model_config.get_model({})
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.diffusion_model.named_parameters():
+            param.normal_(0.0, 0.02, generator=generator)
+            if "norm" in name:
+                param.add_(1.0)
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=torch.device("cpu"))
+
+
+def full_attention_reference(concept, img_k, img_v):
+    """The authors' concept attention: one full (C+N)x(C+N) attention over [concepts; image], through
+    the model's own attention function, keeping the C concept rows. concept_attention is not given the
+    image queries; img_k stands in for them (same shape, same cost; the concept rows do not depend on
+    them, so the maps are the pack's). Same signature as concept_stream.concept_attention."""
+    from comfy.ldm.modules.attention import optimized_attention
+    count = concept.q.shape[2]
+    q = torch.cat([concept.q, img_k], dim=2)
+    k = torch.cat([concept.k, img_k], dim=2)
+    v = torch.cat([concept.v, img_v], dim=2)
+    return optimized_attention(q, k, v, q.shape[1], skip_reshape=True)[:, :count]
+
+
+@contextlib.contextmanager
+def replaced(owner, name, value):
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def stream_timer(sync: bool):
+    """Seconds spent in each piece of the concept stream: the block math flux.py calls, the per-call
+    set-up (FluxConceptForward) and the accumulation (ConceptCapture.add). The hook's own Python is not
+    included (it shows in the wall-time difference). With sync (CUDA) every piece waits for the device."""
+    from concept_attention_pack.nodes import flux
+
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if sync:
+                torch.cuda.synchronize()
+            begin = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if sync:
+                    torch.cuda.synchronize()
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - begin
+        return wrapper
+
+    targets = [(flux, name) for name in STREAM_PIECES]
+    targets += [(flux.FluxConceptForward, "__init__"), (flux.ConceptCapture, "add")]
+    with contextlib.ExitStack() as stack:
+        for owner, name in targets:
+            label = name if owner is flux else f"{owner.__name__}.{name}"
+            stack.enter_context(replaced(owner, name, timed(label, getattr(owner, name))))
+        yield seconds
+
+
+class Meter:
+    """Wall time (device synchronized) and peak tensor memory above the level at the start of a call.
+    CUDA: torch.cuda.max_memory_allocated. CPU, where torch keeps no peak: the allocation and free
+    events of torch.profiler(profile_memory=True), summed in time order (tensors allocated during the
+    call; the profiler slows the call, so memory is measured in runs that are not timed)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.method = ("torch.cuda.max_memory_allocated - memory_allocated before" if self.cuda else
+                       "torch.profiler profile_memory: running sum of the CPU allocation/free events")
+        self.disturbance = {"other processes": 0.0, "steal": 0.0}  # largest share of the CPUs in a timed call
+
+    def seconds(self, fn):
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+        before = disturbance_seconds()
+        begin = time.perf_counter()
+        out = fn()
+        if self.cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - begin
+        for key, value in disturbance_seconds().items():
+            share = (value - before[key]) / (seconds * os.cpu_count())
+            self.disturbance[key] = max(self.disturbance[key], share)
+        return seconds, out
+
+    def peak_mb(self, fn):
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            out = fn()
+            return (torch.cuda.max_memory_allocated() - before) / 2**20, out
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = fn()
+        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+        level = peak = 0
+        for _, nbytes in events:
+            level += nbytes
+            peak = max(peak, level)
+        return peak / 2**20, out
+
+
+def disturbance_seconds() -> dict:
+    """CPU seconds so far used by all other processes (busy time minus this process's) and stolen by
+    the hypervisor (a virtual machine's neighbours)."""
+    import psutil
+    system, own = psutil.cpu_times(), psutil.Process().cpu_times()
+    busy = system.user + system.system + getattr(system, "nice", 0.0)
+    return {"other processes": busy - own.user - own.system, "steal": getattr(system, "steal", 0.0)}
+
+
+class Bench:
+    def __init__(self, args):
+        import comfy.model_management
+        from concept_attention_pack.nodes import api, capture, flux
+
+        self.args, self.api, self.capture, self.flux = args, api, capture, flux
+        self.model = build_model(args)
+        self.device = comfy.model_management.get_torch_device()
+        self.meter = Meter(self.device)
+        generator = torch.Generator().manual_seed(1)
+        self.context = torch.randn(1, args.text_tokens, 4096, generator=generator)
+        self.pooled = torch.randn(1, 768, generator=generator)
+        count = max(args.concepts + [args.focus])
+        self.embeddings = torch.randn(count, 4096, generator=generator)
+        self.names = [f"concept {i}" for i in range(count)]
+
+    def patched(self, concepts, blocks):
+        return self.api.patch_model(self.model, self.embeddings[:concepts], self.names[:concepts], blocks=blocks)
+
+    def sample(self, model, size, steps):
+        """Flux dev's usual sampling: cfg 1 (the guidance is embedded; no negative pass), euler, simple."""
+        import comfy.sample
+        latent = torch.zeros(1, 16, size // 8, size // 8)
+        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+        cond = [[self.context, {"pooled_output": self.pooled, "guidance": 3.5}]]
+        return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", cond, cond, latent, disable_pbar=True)
+
+    def variant(self, variant):
+        """REFERENCE swaps the full-attention concept stream in for the pack's (flux.py's name for it)."""
+        if variant == REFERENCE:
+            return replaced(self.flux, "concept_attention", full_attention_reference)
+        return contextlib.nullcontext()
+
+    def run(self, model, size, steps, variant=None, probe=False) -> dict:
+        """One sampling run: timed, or a probe (peak memory and the maps; not timed). The concept
+        stream's pieces are timed in the timed runs on CPU, in the probe on CUDA (there its timers
+        synchronize the device)."""
+        result = {}
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.variant(variant))
+            if variant and probe == self.meter.cuda:
+                result["stream_pieces_s"] = stack.enter_context(stream_timer(self.meter.cuda))
+            measure = self.meter.peak_mb if probe else self.meter.seconds
+            result["peak_mb" if probe else "seconds"], samples = measure(lambda: self.sample(model, size, steps))
+        if probe and variant:
+            result["maps"] = self.api.concept_maps(model, samples, source="sampling").maps
+        return result
+
+    def configs(self):
+        """(C, block selection, scored blocks, variant) per patched model; selections that score the
+        same blocks at this depth run once, under a joint label."""
+        selections: dict[tuple, list[str]] = {}
+        for spec in self.args.blocks:
+            selections.setdefault(self.capture.parse_blocks(spec, self.args.depth), []).append(spec)
+        labelled = [(" = ".join(specs), scored) for scored, specs in selections.items()]
+        concepts = sorted(set(self.args.concepts) | {self.args.focus})
+        configs = [(c, label, scored, "pack") for c in concepts for label, scored in labelled]
+        return configs + [(self.args.focus, *labelled[0], REFERENCE)]
+
+    def sampling(self, size):
+        """A warm-up, one probe run per model (also a warm-up of each configuration), then interleaved
+        timed rounds: the plain model, then every patched configuration."""
+        steps, configs = self.args.steps, self.configs()
+        models = {config: self.patched(config[0], config[1].split(" = ")[0]) for config in configs}
+        self.run(self.model, size, 1)
+        plain_probe = self.run(self.model, size, steps, probe=True)
+        runs = {config: [self.run(models[config], size, steps, config[3], probe=True)] for config in configs}
+        plain = []
+        for round_ in range(self.args.repeats):
+            plain.append(self.run(self.model, size, steps)["seconds"])
+            for config in configs:
+                runs[config].append(self.run(models[config], size, steps, config[3]))
+            print(f"  {size}px round {round_ + 1}/{self.args.repeats}: plain {plain[-1]:.2f} s", flush=True)
+        plain.append(self.run(self.model, size, steps)["seconds"])  # every patched run lies between two plain runs
+        plain_s, rows = statistics.median(plain), []
+        for index, ((c, label, scored, variant), (probe, *timed)) in enumerate(runs.items()):
+            seconds = [run["seconds"] for run in timed]
+            # the machine's speed drifts: compare each run with the plain time interpolated at its place in the round
+            at = (index + 1) / (len(configs) + 1)
+            ratios = [t / (plain[r] + at * (plain[r + 1] - plain[r])) for r, t in enumerate(seconds)]
+            pieces = [run["stream_pieces_s"] for run in (probe, *timed) if "stream_pieces_s" in run]
+            stream = statistics.median(sum(p.values()) for p in pieces)
+            pack_maps = runs[(c, label, scored, "pack")][0]["maps"]
+            rows.append(dict(
+                size=size, tokens=(size // 16) ** 2, concepts=c, blocks=label, scored_blocks=len(scored),
+                variant=variant, steps=steps, plain_s=plain_s, patched_s=statistics.median(seconds),
+                overhead_pct=100 * (statistics.median(ratios) - 1), stream_s=stream, stream_pct=100 * stream / plain_s,
+                estimate_pct=100 * stream_flops(self.args, size, c, scored, variant) / forward_flops(self.args, size),
+                plain_peak_mb=plain_probe["peak_mb"], extra_peak_mb=probe["peak_mb"] - plain_probe["peak_mb"],
+                stream_pieces_s={k: statistics.median(p[k] for p in pieces) for k in pieces[0]},
+                maps_max_diff_vs_pack=(probe["maps"] - pack_maps).abs().max().item(),
+                raw=dict(plain_s=plain, patched_s=seconds, ratios=ratios, stream_s=[sum(p.values()) for p in pieces])))
+        return rows
+
+    def encode(self, size):
+        """The encode path vs one full forward of the plain model (batch 1, same size and prompt)."""
+        import comfy.model_management
+        label = self.configs()[0][1]
+        model = self.patched(self.args.focus, label.split(" = ")[0])
+        latent = torch.randn(1, 16, size // 8, size // 8, generator=torch.Generator().manual_seed(2))
+        base = self.model.model
+
+        def encode():
+            return self.api.concept_maps(model, latent, source="latent", noise_level=0.5, conditioning=self.context)
+
+        def forward():
+            comfy.model_management.load_models_gpu([self.model])
+            with torch.no_grad():
+                return base.apply_model(latent.to(self.device), torch.full((1,), 0.5, device=self.device),
+                                        c_crossattn=self.context, y=self.pooled, guidance=torch.full((1,), 3.5))
+
+        encode(), forward()  # warm-up
+        times = {"encode": [], "forward": []}
+        for _ in range(self.args.repeats):
+            times["encode"].append(self.meter.seconds(encode)[0])
+            times["forward"].append(self.meter.seconds(forward)[0])
+        encode_s, forward_s = (statistics.median(times[k]) for k in ("encode", "forward"))
+        scored = self.capture.parse_blocks(label.split(" = ")[0], self.args.depth)
+        estimate = (encode_flops(self.args, size, scored) + stream_flops(self.args, size, self.args.focus, scored, "pack")
+                    ) / forward_flops(self.args, size)
+        return dict(size=size, concepts=self.args.focus, blocks=label, encode_s=encode_s, forward_s=forward_s,
+                    ratio=encode_s / forward_s, estimate_ratio=estimate, raw=times)
+
+    def steps_check(self, size):
+        """Peak extra memory of the patched model at two step counts (one plain/patched pair each)."""
+        label = self.configs()[0][1]
+        model = self.patched(self.args.focus, label.split(" = ")[0])
+        rows = []
+        for steps in self.args.steps_check:
+            plain = self.run(self.model, size, steps, probe=True)["peak_mb"]
+            patched = self.run(model, size, steps, "pack", probe=True)["peak_mb"]
+            rows.append(dict(size=size, concepts=self.args.focus, blocks=label, steps=steps, plain_peak_mb=plain,
+                             extra_peak_mb=patched - plain))
+        return rows
+
+
+def forward_flops(args, size) -> float:
+    """Analytic multiply-adds of one Flux forward (batch 1): every block costs 12 d^2 per token
+    (qkv 3, proj 1, MLP 8; single blocks: linear1 7, linear2 5) plus 2 T^2 d for attention."""
+    d, n, text = args.hidden, (size // 16) ** 2, args.text_tokens
+    tokens = n + text
+    block = 12 * d * d * tokens + 2 * tokens * tokens * d
+    return ((args.depth + args.single) * block + args.depth * 12 * d * d + args.single * 3 * d * d
+            + text * 4096 * d + n * 64 * d)
+
+
+def encode_flops(args, size, scored) -> float:
+    """The encode pass: the plain forward's double blocks up to the last scored one."""
+    d, tokens = args.hidden, (size // 16) ** 2 + args.text_tokens
+    return (scored[-1] + 1) * (12 * d * d * tokens + 2 * tokens * tokens * d + 12 * d * d) + args.text_tokens * 4096 * d
+
+
+def stream_flops(args, size, concepts, scored, variant) -> float:
+    """Analytic multiply-adds of the concept stream per model call: modulation (6 d^2), qkv (3 d^2 C),
+    attention (2 C (C+N) d; the reference: 2 (C+N)^2 d), proj + MLP (9 d^2 C, not after the last block),
+    scores (C N d per scored block) and the concepts' txt_in."""
+    d, n, c = args.hidden, (size // 16) ** 2, concepts
+    depth = scored[-1] + 1
+    attention = 2 * (c + n) ** 2 * d if variant == REFERENCE else 2 * c * (c + n) * d
+    return (depth * (6 * d * d + 3 * d * d * c + attention) + (depth - 1) * 9 * d * d * c
+            + len(scored) * c * n * d + c * 4096 * d)
+
+
+def markdown(rows, columns):
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row) for _, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
+def report(args, meter, sampling, encode, steps):
+    out = [f"Flux.1 dev, width {args.hidden} ({args.heads} heads), {args.depth} double + {args.single} single blocks, "
+           f"{args.text_tokens} prompt tokens, {args.dtype} on {args.device}; {args.steps} euler steps, cfg 1; "
+           f"wall times: medians of {args.repeats} interleaved rounds (overhead: median of each run's ratio to the plain "
+           f"time interpolated between the plain runs around it); memory: one probe run per model "
+           f"({meter.method}).", ""]
+    out.append(markdown(sampling, [
+        ("size", lambda r: f"{r['size']}^2 ({r['tokens']} tok)"), ("C", lambda r: str(r["concepts"])),
+        ("blocks (scored)", lambda r: f"{r['blocks']} ({r['scored_blocks']})"), ("variant", lambda r: r["variant"]),
+        ("plain s", lambda r: f"{r['plain_s']:.2f}"), ("patched s", lambda r: f"{r['patched_s']:.2f}"),
+        ("wall overhead [range]", lambda r: f"{r['overhead_pct']:+.1f}% [{100 * (min(r['raw']['ratios']) - 1):+.0f}, "
+                                            f"{100 * (max(r['raw']['ratios']) - 1):+.0f}]"),
+        ("stream s", lambda r: f"{r['stream_s']:.3f}"), ("stream / plain", lambda r: f"{r['stream_pct']:.2f}%"),
+        ("FLOP estimate", lambda r: f"{r['estimate_pct']:.3f}%"),
+        ("plain peak MB", lambda r: f"{r['plain_peak_mb']:.0f}"), ("extra peak MB", lambda r: f"{r['extra_peak_mb']:+.1f}"),
+    ]))
+    for r in sampling:
+        if r["variant"] == REFERENCE:
+            pack = next(p for p in sampling if p["size"] == r["size"] and p["concepts"] == r["concepts"]
+                        and p["blocks"] == r["blocks"] and p["variant"] == "pack")
+            out.append(f"\n{r['size']}^2, C={r['concepts']}: full-attention reference / pack concept-stream time = "
+                       f"{r['stream_s'] / pack['stream_s']:.1f}x (concept_attention alone: "
+                       f"{r['stream_pieces_s']['concept_attention'] / pack['stream_pieces_s']['concept_attention']:.1f}x; "
+                       f"wall-time difference {r['patched_s'] - pack['patched_s']:+.2f} s); maps differ by at most "
+                       f"{r['maps_max_diff_vs_pack']:.1e}.")
+    out.append("\nConcept-stream pieces (s per run, medians):\n")
+    names = sorted({k for r in sampling for k in r["stream_pieces_s"]})
+    out.append(markdown(sampling, [("size", lambda r: str(r["size"])), ("C", lambda r: str(r["concepts"])),
+                                   ("blocks", lambda r: r["blocks"]), ("variant", lambda r: r["variant"])]
+                        + [(n, lambda r, n=n: f"{r['stream_pieces_s'].get(n, 0.0):.3f}") for n in names]))
+    if encode:
+        out.append("\nEncode path (api.concept_maps, source='latent', one seed) vs one full forward:\n")
+        out.append(markdown(encode, [
+            ("size", lambda r: f"{r['size']}^2"), ("C", lambda r: str(r["concepts"])), ("blocks", lambda r: r["blocks"]),
+            ("encode s", lambda r: f"{r['encode_s']:.2f}"), ("forward s", lambda r: f"{r['forward_s']:.2f}"),
+            ("ratio", lambda r: f"{r['ratio']:.2f}x"), ("FLOP estimate", lambda r: f"{r['estimate_ratio']:.2f}x")]))
+    if steps:
+        out.append("\nPeak extra memory vs number of steps (one plain/patched pair each):\n")
+        out.append(markdown(steps, [
+            ("size", lambda r: f"{r['size']}^2"), ("C", lambda r: str(r["concepts"])), ("steps", lambda r: str(r["steps"])),
+            ("plain peak MB", lambda r: f"{r['plain_peak_mb']:.0f}"), ("extra peak MB", lambda r: f"{r['extra_peak_mb']:+.1f}")]))
+    return "\n".join(out)
+
+
+def main():
+    args = parse_args()
+    start(args)
+    import comfy.model_management
+    total = time.perf_counter()
+    bench = Bench(args)
+    print(f"model built in {time.perf_counter() - total:.0f} s on {bench.device}", flush=True)
+    sampling, encode, steps, skipped = [], [], [], []
+    for size in args.sizes:
+        try:
+            sampling += bench.sampling(size)
+            encode.append(bench.encode(size))
+        except (torch.cuda.OutOfMemoryError, MemoryError) as error:  # 2048^2 where memory does not allow
+            skipped.append(dict(size=size, error=str(error).splitlines()[0]))
+            print(f"  {size}px skipped: {skipped[-1]['error']}", flush=True)
+            comfy.model_management.soft_empty_cache()
+    if len(args.steps_check) == 2:
+        steps = bench.steps_check(min(args.sizes))
+    text = report(args, bench.meter, sampling, encode, steps)
+    text += ("\n\nLargest share of the machine's CPUs taken during one timed run: " + ", ".join(
+        f"{key} {100 * value:.1f}%" for key, value in bench.meter.disturbance.items()) + " (timings are only as good "
+        "as these are small).")
+    print("\n" + text)
+    machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
+                   torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                   gpu=torch.cuda.get_device_name() if bench.meter.cuda else None)
+    comfy_version = pathlib.Path(args.comfyui, "comfyui_version.py")
+    if comfy_version.is_file():
+        machine["comfyui"] = comfy_version.read_text().split("=")[-1].strip().strip('"')
+    path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items()}
+    path.write_text(json.dumps(dict(settings=settings, machine=machine, memory_method=bench.meter.method,
+                                    total_seconds=time.perf_counter() - total, sampling=sampling, encode=encode,
+                                    steps_check=steps, skipped=skipped, disturbance=bench.meter.disturbance,
+                                    table=text), indent=1))
+    print(f"\nwritten {path} ({time.perf_counter() - total:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()
