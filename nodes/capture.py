@@ -165,9 +165,6 @@ class ConceptStore:
     def __deepcopy__(self, memo):
         return self
 
-    def __copy__(self):
-        return self
-
     def record(self, latent: torch.Tensor, maps: ConceptMaps) -> None:
         self._captures.append((latent.detach().to("cpu", torch.float32, copy=True), maps))
 
@@ -178,9 +175,6 @@ class ConceptStore:
             if recorded.shape == latent.shape and torch.equal(recorded.to(latent.dtype), latent):
                 return maps
         return None
-
-    def clear(self) -> None:
-        self._captures.clear()
 
     def __len__(self) -> int:
         return len(self._captures)
