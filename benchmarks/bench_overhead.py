@@ -331,7 +331,7 @@ class Bench:
         base = self.model.model
 
         def encode():
-            return self.api.concept_maps(model, latent, source="latent", noise_level=0.5, conditioning=self.context)
+            return self.api.concept_maps(model, latent, source="latent", sigma=0.5, conditioning=self.context)
 
         def forward():
             comfy.model_management.load_models_gpu([self.model])

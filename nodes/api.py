@@ -19,7 +19,7 @@ SOURCES = ("auto", "sampling", "latent")
 
 def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str = "last 4",
                 start_percent: float = 0.0, end_percent: float = 1.0, variant: str = "output space",
-                normalize_concepts: bool = False, empty_prompt: torch.Tensor | None = None):
+                normalize_concepts: bool = True, empty_prompt: torch.Tensor | None = None):
     """Return a clone of the ModelPatcher `model` that records concept maps while it samples.
 
     concept_embeddings: [C, text_dim], one row per concept (already encoded, e.g. with
@@ -27,8 +27,9 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
     blocks: which double blocks' scores are averaged ('last 4', 'all', '15-18', '0,2').
     start_percent/end_percent: the window of sampling steps whose maps are averaged.
     variant: 'output space' (the paper's method) or 'cross attention' (its baseline).
-    normalize_concepts: the authors' segmentation setting: before each dot product, every feature
-    of the concept vectors is shifted to start at 0 and divided by its sum over the concepts.
+    normalize_concepts (the node's default, on): the authors' segmentation setting: before each dot
+    product, every feature of the concept vectors is shifted to start at 0 and divided by its sum
+    over the concepts. Off gives the paper's plain equations.
     empty_prompt: [1, L, text_dim], the prompt the encode path uses when none is given.
     """
     names = tuple(names)
@@ -54,14 +55,18 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
     return flux.patch_flux(model, config)
 
 
-def concept_maps(model, latent, *, source: str = "auto", noise_level: float | None = None,
+def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.5, sigma: float | None = None,
                  seeds=(0,), conditioning: torch.Tensor | None = None,
                  noise: torch.Tensor | None = None) -> ConceptMaps:
-    """Maps for `latent` (a LATENT dict or its samples tensor [B, 16, h, w]).
+    """Maps for `latent` (a LATENT dict or its samples tensor [B, 16, h, w]), as Concept Saliency
+    gives them. `.detail` says in words where they came from.
 
-    source 'sampling': the maps captured while this patched model sampled exactly this latent.
-    source 'latent': computed now from the latent (the encode path: noise at `noise_level`, a
-    sigma; default: the model's schedule at its midpoint, 0.5 for schnell, ~0.76 for dev).
+    source 'sampling': the maps captured while this patched model (or an identical patch) sampled
+    this latent (each image found within a small tolerance; a batch may mix images of several runs).
+    source 'latent': computed now from the latent (the encode path): noised to `noise_level`, a
+    position in the model's noise schedule as on the node (0.5: sigma 0.5 for schnell, about 0.76
+    for dev), or to the exact `sigma` when given; one noise per seed (seeds wrap around at 2^64),
+    or the explicit `noise` [S, B, 16, h, w].
     source 'auto': captured maps when there are, otherwise computed.
     """
     if source not in SOURCES:
@@ -80,15 +85,29 @@ def concept_maps(model, latent, *, source: str = "auto", noise_level: float | No
         if maps is not None:
             return maps
         if source == "sampling":
+            why = f" The last sampling run took no maps: {store.last_failure}." if store.last_failure else ""
             raise ConceptInputError(
-                "latent: no maps were captured for this latent. Connect the LATENT that a sampler "
-                "produced with this patched MODEL, check that start/end percent select at least one "
-                "step, or set source to 'latent' to compute maps from the latent itself.")
-    if samples.ndim != 4:
-        raise ConceptInputError(f"latent: expected samples [B, C, h, w], received {list(samples.shape)}.")
-    if noise_level is None:
-        noise_level = default_noise_level(model)
-    return flux.maps_from_latent(model, samples, float(noise_level), list(seeds), conditioning, noise)
+                "latent: no maps were captured for this latent." + why + " Connect the LATENT that a "
+                "sampler produced with this patched MODEL, check that start/end percent select at least "
+                "one step, or set source to 'latent' to compute maps from the latent itself.")
+    check_latent(model, samples)
+    if sigma is None:
+        sigma = noise_sigma(model, noise_level)
+    seeds = [int(seed) % 2**64 for seed in seeds]
+    maps = flux.maps_from_latent(model, samples, float(sigma), seeds, conditioning, noise)
+    if source == "auto":
+        maps.detail += " (no maps captured while sampling matched this latent)"
+    return maps
+
+
+def check_latent(model, samples: torch.Tensor) -> None:
+    """A clear error for a latent this model cannot take (another model family's VAE, a video)."""
+    channels = model.get_model_object("latent_format").latent_channels
+    if samples.ndim != 4 or samples.shape[1] != channels:
+        raise ConceptInputError(
+            f"latent: this model works on [B, {channels}, h, w] latents, received {list(samples.shape)}. "
+            "Encode the image with this model's VAE (for Flux.1: ae.safetensors) or connect the "
+            "LATENT of a sampler that used this model.")
 
 
 def noise_sigma(model, position: float) -> float:
@@ -99,11 +118,12 @@ def noise_sigma(model, position: float) -> float:
 
 
 def default_noise_level(model) -> float:
+    """The sigma of the paper's setting (position 0.5 in the schedule)."""
     return noise_sigma(model, 0.5)
 
 
-def concept_masks(maps: ConceptMaps, blur: bool = False, latent_scale: int = 8, patch_size: int = 2) -> torch.Tensor:
-    """[B, C, H, W] at image resolution (latent size x 8), values 0..1. blur: the paper's 3x3
-    Gaussian (sigma 1) on the token grid first."""
+def concept_masks(maps: ConceptMaps, blur: bool = True, latent_scale: int = 8, patch_size: int = 2) -> torch.Tensor:
+    """[B, C, H, W] at image resolution (latent size x 8), values 0..1. blur (the node's default,
+    on): the paper's 3x3 Gaussian (sigma 1) on the token grid first."""
     grid = gaussian_blur_3x3(maps.maps) if blur else maps.maps
     return grid_to_pixels(grid, maps.latent_size, latent_scale, patch_size)

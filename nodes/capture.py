@@ -3,10 +3,15 @@ state of one capture (a sampling run or one encode pass). Pure torch, no ComfyUI
 from __future__ import annotations
 
 import collections
+import hashlib
+import logging
 import re
+import threading
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("output space", "cross attention")
 
@@ -108,6 +113,7 @@ class SaliencyAccumulator:
         return mean, count
 
 
+
 @dataclass
 class ConceptMaps:
     """Maps on the token grid for a batch of images."""
@@ -116,6 +122,7 @@ class ConceptMaps:
     maps: torch.Tensor  # [B, C, h, w] float32 CPU; per pixel the concepts' probabilities sum to 1
     latent_size: tuple[int, int]  # latent (height, width) the grid covers (grid may be padded)
     source: str  # "sampling" or "latent"
+    detail: str = ""  # where the maps came from, in words for the user
 
 
 class ConceptCapture:
@@ -126,55 +133,164 @@ class ConceptCapture:
         self.accumulator: SaliencyAccumulator | None = None
         self.grid: tuple[int, int] | None = None
         self.latent_size: tuple[int, int] | None = None
+        self.failure: str | None = None  # why maps cannot be taken in this run (sampling goes on)
 
-    def begin_forward(self, images: int, grid: tuple[int, int], latent_size: tuple[int, int], device) -> None:
+    def begin_forward(self, images: int, grid: tuple[int, int], latent_size: tuple[int, int], device) -> bool:
+        """False (and the call passes through) when this model call does not fit the run's maps."""
+        if self.failure is not None:
+            return False
         if self.accumulator is None:
             self.accumulator = SaliencyAccumulator(images, len(self.config.names), grid[0] * grid[1], device)
             self.grid, self.latent_size = grid, latent_size
-        elif self.grid != grid or self.accumulator.sum.shape[0] != images:
-            raise ConceptInputError(
-                f"latent: the image size or batch changed during one run (token grid {self.grid} "
-                f"then {grid}); concept maps need one size per run.")
+            return True
+        if self.grid != grid or self.accumulator.sum.shape[0] != images:
+            self.fail(f"the image size or batch changed during one run (token grid {self.grid} and "
+                      f"{images} images, then {grid} and {self.accumulator.sum.shape[0]})")
+            return False
+        return True
+
+    def fail(self, reason: str) -> None:
+        """Maps cannot be taken in this run: said once in the log; sampling itself goes on."""
+        if self.failure is None:
+            self.failure = reason
+            log.warning("Concept Attention: no concept maps for this sampling run: %s. The image is "
+                        "unaffected.", reason)
 
     def add(self, image_index: torch.Tensor, scores: torch.Tensor) -> None:
         self.accumulator.add(image_index, scores)
 
     def result(self, source: str) -> ConceptMaps | None:
-        if self.accumulator is None:
+        if self.accumulator is None or self.failure is not None:
             return None
         mean, count = self.accumulator.mean()
         if bool((count == 0).any()):
             return None
         h, w = self.grid
+        blocks = len(self.config.blocks)
+        passes = int(count.min().item()) // blocks
+        detail = (f"captured while sampling: {passes} model pass{'es' if passes != 1 else ''} "
+                  f"x {blocks} block{'s' if blocks != 1 else ''} averaged")
         return ConceptMaps(self.config.names, mean.reshape(mean.shape[0], mean.shape[1], h, w),
-                           self.latent_size, source)
+                           self.latent_size, source, detail)
+
+
+@dataclass
+class _CapturedImage:
+    key: str  # the patch fingerprint
+    latent: torch.Tensor  # [channels, h, w] float32 CPU, as the sampler returned it
+    summary: torch.Tensor  # per-channel mean: a cheap first test before the full comparison
+    scale: float  # largest absolute value of the latent
+    maps: torch.Tensor  # [C, h', w'] token grid
+    names: tuple[str, ...]
+    latent_size: tuple[int, int]
+    detail: str
+
+    @property
+    def nbytes(self) -> int:
+        return (self.latent.numel() + self.maps.numel()) * 4
+
+    def matches(self, latent: torch.Tensor, summary: torch.Tensor, tolerance: float) -> bool:
+        if self.latent.shape != latent.shape:
+            return False
+        limit = tolerance * max(self.scale, 1e-6)
+        if (self.summary - summary).abs().max().item() > limit:
+            return False
+        return (self.latent - latent).abs().max().item() <= limit
+
+
+class CapturedMaps:
+    """Maps captured while sampling, one record per image, found again by the latent the sampler
+    returned. Keyed by the patch's fingerprint, not by the patched model object, so re-creating
+    an identical patch (ComfyUI's cache dropped the MODEL but kept the LATENT) finds them.
+
+    Bounded by memory (the latents and maps it keeps, oldest dropped first), not by a count, so a
+    list run of many latents keeps all of them. A stored latent matches when it has the same shape
+    and differs from the query by at most MATCH_TOLERANCE of its largest value: SamplerCustomAdvanced's
+    denoised_output differs from its output by about 1e-6; another run differs by order 1."""
+
+    MATCH_TOLERANCE = 1e-3
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._records: collections.deque[_CapturedImage] = collections.deque()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def record(self, key: str, latent: torch.Tensor, maps: ConceptMaps) -> None:
+        latent = latent.detach().to("cpu", torch.float32)
+        with self._lock:
+            for image, image_maps in zip(latent, maps.maps):
+                stored = image.clone()
+                entry = _CapturedImage(key, stored, _summary(stored), stored.abs().max().item(), image_maps.clone(),
+                                       maps.names, maps.latent_size, maps.detail)
+                self._records.append(entry)
+                self._bytes += entry.nbytes
+            while self._bytes > self.budget_bytes and len(self._records) > 1:
+                self._bytes -= self._records.popleft().nbytes
+
+    def find(self, key: str, latent: torch.Tensor) -> ConceptMaps | None:
+        """The maps of every image of `latent` (newest record first), or None if any is missing."""
+        latent = latent.detach().to("cpu", torch.float32)
+        with self._lock:
+            records = [r for r in reversed(self._records) if r.key == key]
+            found = []
+            for image in latent:
+                summary = _summary(image)
+                match = next((r for r in records if r.matches(image, summary, self.MATCH_TOLERANCE)), None)
+                if match is None:
+                    return None
+                found.append(match)
+        first = found[0]
+        if any(r.latent_size != first.latent_size or r.maps.shape != first.maps.shape for r in found):
+            return None
+        return ConceptMaps(first.names, torch.stack([r.maps for r in found]), first.latent_size, "sampling",
+                           first.detail)
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            return sum(1 for r in self._records if r.key == key)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+def _summary(latent: torch.Tensor) -> torch.Tensor:
+    return latent.flatten(1).mean(dim=1)
+
+
+CAPTURED = CapturedMaps(budget_bytes=256 * 2**20)
+
+
+def patch_fingerprint(config: ConceptConfig, model_signature: str) -> str:
+    """Identical patches (same model, concepts and settings) share their captured maps."""
+    digest = hashlib.sha1(model_signature.encode())
+    digest.update(repr((config.names, config.blocks, config.start_percent, config.end_percent, config.variant,
+                        config.normalize_concepts)).encode())
+    digest.update(config.embeddings.numpy().tobytes())
+    return digest.hexdigest()
 
 
 class ConceptStore:
-    """Lives on a patched model (in its transformer_options) and is shared by all its clones:
-    the concepts, and the maps captured by the last few sampling runs, keyed by their output
-    latent. Copying returns the same object, because ComfyUI 0.3.64 deep-copies model options
-    on every clone and the Saliency node must find what the sampler recorded."""
+    """Lives on a patched model (in its transformer_options) and is shared by all its clones: the
+    concepts, and access to the maps its sampling runs captured. Copying returns the same object,
+    because ComfyUI 0.3.64 deep-copies model options on every clone."""
 
-    KEEP = 8
-
-    def __init__(self, config: ConceptConfig):
+    def __init__(self, config: ConceptConfig, key: str, captured: CapturedMaps = CAPTURED):
         self.config = config
-        self._captures: collections.deque = collections.deque(maxlen=self.KEEP)
+        self.key = key
+        self.captured = captured
+        self.last_failure: str | None = None  # why the last sampling run took no maps, if it did not
 
     def __deepcopy__(self, memo):
         return self
 
     def record(self, latent: torch.Tensor, maps: ConceptMaps) -> None:
-        self._captures.append((latent.detach().to("cpu", torch.float32, copy=True), maps))
+        self.captured.record(self.key, latent, maps)
 
     def find(self, latent: torch.Tensor) -> ConceptMaps | None:
-        """The maps captured by the run that produced exactly this latent, if any."""
-        latent = latent.detach().cpu()
-        for recorded, maps in reversed(self._captures):
-            if recorded.shape == latent.shape and torch.equal(recorded.to(latent.dtype), latent):
-                return maps
-        return None
+        """The maps captured by the run(s) that produced this latent's images, if any."""
+        return self.captured.find(self.key, latent)
 
     def __len__(self) -> int:
-        return len(self._captures)
+        return self.captured.count(self.key)

@@ -1,7 +1,8 @@
 """The node schemas: validate the inputs, call the layers below, shape the outputs."""
 from __future__ import annotations
 
-import torch
+import logging
+
 from comfy_api.latest import io
 
 from . import api
@@ -10,14 +11,27 @@ from .masks import MASK_MODES, apply_mask_mode, colorize, select_concepts
 from .render import overlay, segmentation
 from .text_encoding import encode_concepts, encode_prompt
 
+log = logging.getLogger(__name__)
+
 CATEGORY = "conditioning/concept attention"
 
 
+def canonical_concepts(text: str) -> str:
+    """The concepts text with one concept per line and no stray whitespace; text that does not
+    parse is left as it is, so the node reports the problem."""
+    try:
+        return "\n".join(parse_concepts(text))
+    except ConceptInputError:
+        return text
+
+
 class ConceptAttention(io.ComfyNode):
+    NODE_ID = "ConceptAttentionFlux"
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="ConceptAttentionFlux",
+            node_id=cls.NODE_ID,
             display_name="Concept Attention (Flux)",
             category=CATEGORY,
             description="Records a saliency map per concept while any sampler runs this model "
@@ -118,13 +132,13 @@ class ConceptSaliency(io.ComfyNode):
                                        "'overlay' heatmaps."),
             ],
             outputs=[
-                io.Mask.Output("masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
+                io.Mask.Output("masks", display_name="masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
                                                 "concepts in order, then image 1's (after mask_mode)."),
-                io.Image.Output("heatmaps", tooltip="The soft maps coloured (plasma), one min/max per image."),
-                io.Mask.Output("mask", tooltip="The chosen concept(s) per image, [B, H, W] (after mask_mode "
+                io.Image.Output("heatmaps", display_name="heatmaps", tooltip="The soft maps coloured (plasma), one min/max per image."),
+                io.Mask.Output("mask", display_name="mask", tooltip="The chosen concept(s) per image, [B, H, W] (after mask_mode "
                                                "and invert)."),
-                io.Image.Output("overlay", tooltip="Each concept's heatmap over the picture, with its name."),
-                io.Image.Output("segmentation", tooltip="One colour per concept (strongest per pixel), with a "
+                io.Image.Output("overlay", display_name="overlay", tooltip="Each concept's heatmap over the picture, with its name."),
+                io.Image.Output("segmentation", display_name="segmentation", tooltip="One colour per concept (strongest per pixel), with a "
                                                         "legend; [B, H, W, 3]."),
             ],
         )
@@ -139,9 +153,9 @@ class ConceptSaliency(io.ComfyNode):
                 raise ConceptInputError(f"conditioning: expected one prompt, received {len(conditioning)} "
                                         "entries (combine them with one CLIP Text Encode).")
             context = conditioning[0][0]
-        maps = api.concept_maps(
-            model, latent, source=source, noise_level=api.noise_sigma(model, noise_level),
-            seeds=range(seed, seed + seed_count), conditioning=context)
+        maps = api.concept_maps(model, latent, source=source, noise_level=noise_level,
+                                seeds=range(seed, seed + seed_count), conditioning=context)
+        log.info("Concept Saliency: maps %s", maps.detail)
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
         masks = apply_mask_mode(soft, mask_mode, threshold)
@@ -149,4 +163,4 @@ class ConceptSaliency(io.ComfyNode):
         if invert:
             mask = 1.0 - mask
         return io.NodeOutput(masks.flatten(0, 1), colorize(soft), mask, overlay(soft, maps.names, image),
-                             segmentation(soft, maps.names))
+                             segmentation(soft, maps.names), ui={"text": [f"maps {maps.detail}"]})

@@ -3,14 +3,20 @@
 Only ModelPatcher APIs are used (clone, block replace patches, wrappers, the attention
 override): the incoming model is never mutated, and nothing stays hooked after a run.
 
-Per patched model: a ConceptStore (concepts, settings, captured maps) in transformer_options.
-Per sampling run: a ConceptCapture put in place by the OUTER_SAMPLE wrapper, dropped after.
+Per patched model: a ConceptStore (concepts, settings, access to captured maps) in transformer_options.
+Per sampling run: a SamplingRun put in place by the OUTER_SAMPLE wrapper, dropped after.
+Per predict_noise call: the first calc_cond_batch that contains the guider's positive prompt is
+the regular conditional pass (RegularPass); extra passes of guidance nodes (skip-layer, PAG, SAG,
+perp-neg's empty prompt) come later or lack the positive prompt, and never contribute.
 Per model call: a FluxConceptForward (the concept stream's state between blocks) put in place
-by the DIFFUSION_MODEL wrapper for the positive batch rows of selected steps.
+by the DIFFUSION_MODEL wrapper for the full-frame positive rows of a selected step's regular pass
+(area-conditioned chunks run on a crop and pass through untouched).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -21,7 +27,9 @@ import comfy.patcher_extension
 import comfy.utils
 from comfy.ldm.flux.layers import timestep_embedding
 
-from .capture import ConceptCapture, ConceptConfig, ConceptInputError, ConceptMaps, ConceptStore
+from .capture import (
+    ConceptCapture, ConceptConfig, ConceptInputError, ConceptMaps, ConceptStore, patch_fingerprint,
+)
 from .concept_stream import (
     concept_attention, concept_qkv, concept_update, cross_attention_scores, normalize_over_concepts,
     output_space_scores, undo_rope,
@@ -30,9 +38,12 @@ from .concept_stream import (
 log = logging.getLogger(__name__)
 
 STORE_KEY = "concept_attention"
-CAPTURE_KEY = "concept_attention_capture"
+CAPTURE_KEY = "concept_attention_capture"  # the SamplingRun, in the guider's options during a run
+PASS_KEY = "concept_attention_pass"  # the RegularPass, only in the regular calc_cond_batch's options
 FORWARD_KEY = "concept_attention_forward"
 WRAPPER_KEY = "concept_attention"
+WRAPPER_TYPES = (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.PREDICT_NOISE,
+                 comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL)
 ENCODE_ROWS_PER_PASS = 8
 SUPPORTED = "Flux.1 dev, Flux.1 schnell and models built on them (Krea, fine-tunes, LoRAs)"
 
@@ -65,6 +76,20 @@ def concept_store(model) -> ConceptStore | None:
     return model.model_options.get("transformer_options", {}).get(STORE_KEY)
 
 
+def model_signature(model, diffusion) -> str:
+    """What identifies the model for sharing captured maps between identical patches: the
+    architecture, a sample of the input projection's weights and the weight patches (LoRAs)."""
+    params = diffusion.params
+    parts = [type(diffusion).__name__, len(diffusion.double_blocks), params.hidden_size, params.in_channels]
+    try:
+        weight = diffusion.img_in.weight
+        parts.append(hashlib.sha1(weight.detach().flatten()[:512].float().cpu().numpy().tobytes()).hexdigest())
+    except Exception:  # quantised or meta weights: the architecture alone
+        pass
+    parts.append(sorted((key, float(p[0]), float(p[2])) for key, patches in model.patches.items() for p in patches))
+    return repr(parts)
+
+
 def patch_flux(model, config: ConceptConfig):
     """Clone `model` and hook the concept stream into it. A model patched before is re-patched:
     the new concepts replace the old ones (one concept stream per model)."""
@@ -82,12 +107,12 @@ def patch_flux(model, config: ConceptConfig):
 
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
-    options[STORE_KEY] = ConceptStore(config)
-    for wrapper_type in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
-                         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
+    options[STORE_KEY] = ConceptStore(config, patch_fingerprint(config, model_signature(model, diffusion)))
+    for wrapper_type in WRAPPER_TYPES:
         patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, capture_sampling_run)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, start_concept_stream)
+    for wrapper_type, wrapper in zip(WRAPPER_TYPES, (capture_sampling_run, mark_regular_pass, select_regular_pass,
+                                                     start_concept_stream)):
+        patched.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
     replaced = options.get("patches_replace", {}).get("dit", {})
     for index in range(config.stream_depth):
         previous = replaced.get(("double_block", index))
@@ -95,6 +120,40 @@ def patch_flux(model, config: ConceptConfig):
             previous = previous.previous
         patched.set_model_patch_replace(FluxDoubleBlockHook(index, previous), "dit", "double_block", index)
     return patched
+
+
+class SamplingRun:
+    """One sampling run: its capture, the guider (to recognise its positive prompt) and whether the
+    current predict_noise call still has its regular pass to come."""
+
+    def __init__(self, capture: ConceptCapture, guider):
+        self.capture = capture
+        self.guider = guider
+        self.regular_pending = False
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def positive_index(self, conds) -> int | None:
+        """Where the guider's positive prompt is in this calc_cond_batch's conds (CFGGuider: 0;
+        DualCFGGuider: 2), or None when it is not there."""
+        guider_conds = getattr(self.guider, "conds", None)
+        positive = guider_conds.get("positive") if isinstance(guider_conds, dict) else None
+        if positive is None:  # a guider without a "positive" prompt: the usual order, positive first
+            return 0 if conds and conds[0] is not None else None
+        return next((i for i, cond in enumerate(conds) if cond is positive), None)
+
+
+@dataclass(frozen=True)
+class RegularPass:
+    """Marks the model calls of a step's regular conditional pass."""
+
+    capture: ConceptCapture
+    positive_index: int  # the cond_or_uncond value of the positive prompt's chunks
+    full_size: tuple[int, ...]  # spatial size of the whole latent; smaller chunks are area crops
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 def capture_sampling_run(executor, *args, **kwargs):
@@ -106,26 +165,64 @@ def capture_sampling_run(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     capture = ConceptCapture(store.config)
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    guider.model_options.setdefault("transformer_options", {})[CAPTURE_KEY] = capture
+    guider.model_options.setdefault("transformer_options", {})[CAPTURE_KEY] = SamplingRun(capture, guider)
     try:
         output = executor(*args, **kwargs)
     finally:
         guider.model_options = original_options
-    maps = capture.result("sampling")
-    if maps is not None and torch.is_tensor(output) and not getattr(output, "is_nested", False):
-        store.record(output, maps)
+    try:
+        maps = capture.result("sampling")
+        store.last_failure = capture.failure
+        if maps is not None and torch.is_tensor(output) and not getattr(output, "is_nested", False):
+            store.record(output, maps)
+    except Exception as error:  # never fail a finished sampling run because of its maps
+        log.warning("Concept Attention: could not keep this run's maps: %s", error)
     return output
+
+
+def mark_regular_pass(executor, *args, **kwargs):
+    """PREDICT_NOISE wrapper: this call's first calc_cond_batch with the positive prompt is regular."""
+    run = executor.class_obj.model_options.get("transformer_options", {}).get(CAPTURE_KEY)
+    if run is None:
+        return executor(*args, **kwargs)
+    run.regular_pending = True
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        run.regular_pending = False
+
+
+def select_regular_pass(executor, model, conds, x_in, timestep, model_options, *args, **kwargs):
+    """CALC_COND_BATCH wrapper: put the RegularPass marker in the options of the regular pass only."""
+    run = model_options.get("transformer_options", {}).get(CAPTURE_KEY)
+    if run is not None and run.regular_pending:
+        index = run.positive_index(conds)
+        if index is not None:
+            run.regular_pending = False
+            regular = RegularPass(run.capture, index, tuple(x_in.shape[2:]))
+            model_options = {**model_options,
+                             "transformer_options": {**model_options.get("transformer_options", {}), PASS_KEY: regular}}
+    return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
 
 
 def start_concept_stream(executor, x, timestep, context, y=None, guidance=None, ref_latents=None,
                          control=None, transformer_options={}, **kwargs):
-    """DIFFUSION_MODEL wrapper: set up the concept stream for the positive rows of a selected step."""
-    capture = transformer_options.get(CAPTURE_KEY)
-    if capture is not None and _step_selected(capture.config, transformer_options):
-        rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], x.device)
-        if rows is not None:
-            forward = FluxConceptForward(executor.class_obj, capture, x, timestep, guidance, *rows)
-            transformer_options = {**transformer_options, FORWARD_KEY: forward}
+    """DIFFUSION_MODEL wrapper: set up the concept stream for the full-frame positive rows of a
+    selected step's regular pass. Anything that goes wrong here is logged once and the call
+    passes through: maps may be missing, sampling never fails because of them."""
+    regular = transformer_options.get(PASS_KEY)
+    if regular is not None and tuple(x.shape[2:]) == regular.full_size:
+        capture = regular.capture
+        try:
+            if _step_selected(capture.config, transformer_options):
+                rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], x.device,
+                                     regular.positive_index)
+                if rows is not None:
+                    forward = FluxConceptForward(executor.class_obj, capture, x, timestep, guidance, *rows)
+                    if forward.active:
+                        transformer_options = {**transformer_options, FORWARD_KEY: forward}
+        except Exception as error:
+            capture.fail(f"{type(error).__name__}: {error}")
     return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
 
 
@@ -140,13 +237,14 @@ def _step_selected(config: ConceptConfig, transformer_options) -> bool:
     return config.step_selected(max(step, 0), len(schedule) - 1)
 
 
-def positive_rows(cond_or_uncond, batch: int, device):
+def positive_rows(cond_or_uncond, batch: int, device, positive_index: int = 0):
     """(rows, image_index, images) of the positive-prompt rows. ComfyUI stacks equal chunks, one per entry
-    of cond_or_uncond (0 = positive, 1 = negative; with CFG the negative comes first)."""
+    of cond_or_uncond (the index of the chunk's prompt in calc_cond_batch's conds; CFGGuider: 0 =
+    positive, 1 = negative, the negative first)."""
     if not cond_or_uncond:
         return slice(0, batch), torch.arange(batch, device=device), batch
     chunk = batch // len(cond_or_uncond)
-    positive = [i for i, kind in enumerate(cond_or_uncond) if kind == 0]
+    positive = [i for i, kind in enumerate(cond_or_uncond) if kind == positive_index]
     if not positive:
         return None
     image_index = torch.arange(chunk, device=device)
@@ -199,7 +297,9 @@ class FluxConceptForward:
         height, width = x.shape[-2:]
         grid = ((height + patch // 2) // patch, (width + patch // 2) // patch)
         self.tokens = grid[0] * grid[1]
-        capture.begin_forward(images, grid, (height, width), x.device)
+        self.active = capture.begin_forward(images, grid, (height, width), x.device)
+        if not self.active:
+            return
 
         dtype, device = x.dtype, x.device
         count = len(image_index)
@@ -214,8 +314,14 @@ class FluxConceptForward:
         self.concepts = diffusion.txt_in(embeddings)
 
     def run_block(self, index: int, args, run_block):
-        block = self.diffusion.double_blocks[index]
-        concept = concept_qkv(block, self.concepts, self.vec)
+        if not self.active:
+            return run_block(args)
+        try:
+            block = self.diffusion.double_blocks[index]
+            concept = concept_qkv(block, self.concepts, self.vec)
+        except Exception as error:
+            self._fail(error)
+            return run_block(args)
         txt_len = args["txt"].shape[1]
         found = {}
         options = dict(args["transformer_options"])
@@ -223,22 +329,40 @@ class FluxConceptForward:
 
         def capture_attention(func, q, k, v, *rest, **kwargs):
             out = previous(func, q, k, v, *rest, **kwargs) if previous else func(q, k, v, *rest, **kwargs)
-            if not found:  # the block's one joint attention
-                found.update(self._attend(index, concept, q, k, v, out, txt_len, args.get("pe")))
+            if not found and self.active:  # the block's one joint attention
+                try:
+                    found.update(self._attend(index, concept, q, k, v, out, txt_len, args.get("pe")))
+                except Exception as error:
+                    self._fail(error)
             return out
 
         options["optimized_attention_override"] = capture_attention
         out = run_block({**args, "transformer_options": options})
+        if not self.active:
+            return out
         if not found:
-            raise RuntimeError(f"Concept Attention: double block {index} ran no attention through "
-                               "ComfyUI's attention function; cannot capture the image tokens.")
-        if "scores" in found:
-            self.capture.add(self.image_index, found["scores"])
-        if index + 1 < self.depth:
-            self.concepts = concept_update(block, self.concepts, found["concept_out"], concept)
-        elif self.stop_after_stream:
+            self._fail(RuntimeError(f"double block {index} ran no attention through ComfyUI's attention "
+                                    "function, so the image tokens cannot be read"))
+            return out
+        try:
+            if "scores" in found:
+                self.capture.add(self.image_index, found["scores"])
+            if index + 1 < self.depth:
+                self.concepts = concept_update(block, self.concepts, found["concept_out"], concept)
+        except Exception as error:
+            self._fail(error)
+            return out
+        if index + 1 >= self.depth and self.stop_after_stream:
             raise _StopAfterConcepts()
         return out
+
+    def _fail(self, error: Exception) -> None:
+        """While sampling, a failure of the concept stream only ends this run's maps (said once in the
+        log). On the encode path the maps are the whole point: the error goes to the user."""
+        if self.stop_after_stream:
+            raise error
+        self.active = False
+        self.capture.fail(f"{type(error).__name__}: {error}")
 
     def _attend(self, index, concept, q, k, v, out, txt_len, pe):
         image = slice(txt_len, txt_len + self.tokens)
@@ -254,7 +378,7 @@ class FluxConceptForward:
                 img_q = undo_rope(q[:, :, image][self.rows], img_pe)
                 found["scores"] = cross_attention_scores(normalize(concept.q.float(), -2), img_q)
             else:
-                found["scores"] = output_space_scores(normalize(concept_out, -2), out[:, image][self.rows])
+                found["scores"] = output_space_scores(normalize(concept_out.float(), -2), out[:, image][self.rows])
         return found
 
 
@@ -326,5 +450,7 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
         progress.update(chunk.shape[0])
     maps = capture.result("latent")
     if maps is None:
-        raise RuntimeError("Concept Attention: the encode pass recorded no scores.")
+        raise RuntimeError(f"Concept Attention: the encode pass recorded no scores ({capture.failure}).")
+    maps.detail = (f"computed from the latent: {seeds_count} noise seed{'s' if seeds_count != 1 else ''} "
+                   f"at sigma {noise_level:.3f}, {len(config.blocks)} blocks")
     return maps

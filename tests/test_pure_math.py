@@ -135,16 +135,55 @@ def test_step_window_selects_fraction_of_steps():
     assert not config.all_steps
 
 
-def test_store_finds_maps_by_exact_latent_and_is_shared_by_copies():
+def _store(names=("a", "b"), captured=None, embeddings=None):
+    config = capture.ConceptConfig(tuple(names), torch.zeros(len(names), 4) if embeddings is None else embeddings, (0,))
+    captured = captured or capture.CapturedMaps(budget_bytes=2**20)
+    return capture.ConceptStore(config, capture.patch_fingerprint(config, "model"), captured)
+
+
+def test_store_finds_maps_within_tolerance_and_is_shared_by_copies():
     import copy
-    config = capture.ConceptConfig(("a", "b"), torch.zeros(2, 4), (0,))
-    store = capture.ConceptStore(config)
+    store = _store()
     latent = torch.randn(1, 16, 4, 4)
-    maps = capture.ConceptMaps(("a", "b"), torch.rand(1, 2, 2, 2), (4, 4), "sampling")
+    maps = capture.ConceptMaps(("a", "b"), torch.rand(1, 2, 2, 2), (4, 4), "sampling", "captured")
     store.record(latent, maps)
-    assert store.find(latent.to(torch.bfloat16).float()) is None  # a different latent
-    assert store.find(latent.clone()) is maps
+    assert store.find(latent.to(torch.bfloat16).float()) is None  # rounded to bf16: another latent
+    assert store.find(latent + 3.0 * torch.rand_like(latent)) is None
+    found = store.find(latent + 1e-6 * torch.randn_like(latent))  # SamplerCustomAdvanced's denoised_output
+    assert found is not None and torch.equal(found.maps, maps.maps) and found.detail == "captured"
     assert copy.deepcopy({"s": store})["s"] is store
+
+
+def test_store_matches_each_image_so_slices_and_rebatched_runs_find_their_maps():
+    store = _store()
+    runs = [torch.randn(2, 16, 4, 4) for _ in range(3)]
+    run_maps = [torch.rand(2, 2, 2, 2) for _ in range(3)]
+    for latent, maps in zip(runs, run_maps):
+        store.record(latent, capture.ConceptMaps(("a", "b"), maps, (4, 4), "sampling"))
+    mixed = torch.stack([runs[2][1], runs[0][0]])  # LatentFromBatch / RebatchLatents across runs
+    assert torch.equal(store.find(mixed).maps, torch.stack([run_maps[2][1], run_maps[0][0]]))
+    assert store.find(torch.stack([runs[1][0], torch.randn(16, 4, 4)])) is None  # one image unknown
+
+
+def test_identical_patch_finds_maps_another_patch_does_not():
+    captured = capture.CapturedMaps(budget_bytes=2**20)
+    first, again = _store(captured=captured), _store(captured=captured)
+    other = _store(names=("a", "c"), captured=captured)
+    latent = torch.randn(1, 16, 4, 4)
+    first.record(latent, capture.ConceptMaps(("a", "b"), torch.rand(1, 2, 2, 2), (4, 4), "sampling"))
+    assert again.find(latent) is not None and len(again) == 1  # re-created after a cache eviction
+    assert other.find(latent) is None and len(other) == 0
+
+
+def test_store_is_bounded_by_memory_not_by_count():
+    per_image = (16 * 4 * 4 + 2 * 2 * 2) * 4
+    captured = capture.CapturedMaps(budget_bytes=30 * per_image)
+    store = _store(captured=captured)
+    latents = [torch.randn(1, 16, 4, 4) for _ in range(40)]
+    for latent in latents:
+        store.record(latent, capture.ConceptMaps(("a", "b"), torch.rand(1, 2, 2, 2), (4, 4), "sampling"))
+    assert len(store) == 30 and captured.nbytes <= 30 * per_image
+    assert store.find(latents[9]) is None and all(store.find(latent) is not None for latent in latents[10:])
 
 
 @pytest.mark.parametrize("latent_size,token", [((9, 13), (2, 3)), ((93, 125), (46, 62)), ((93, 125), (10, 40))])
