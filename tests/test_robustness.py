@@ -255,3 +255,21 @@ def test_low_vram_partial_loading_with_a_lora_patch_keeps_maps_exact(comfy_modul
     expected = _reference_maps(model, calls, embeddings, [1, 2],
                                weight_deltas={key.removeprefix("diffusion_model."): delta})
     assert _rel_error(maps.flatten(2), expected) < 1e-4
+
+
+def test_maps_survive_re_creating_an_identical_patch(comfy_modules, embeddings):
+    """ComfyUI's RAM-pressure cache can drop the patched MODEL (and even the loaded model) while it
+    keeps the sampler's LATENT: the re-created patch must still find the captured maps."""
+    import gc
+    sample_mod, _, api, _ = comfy_modules
+    from tiny_flux import build_flux
+    patched = api.patch_model(build_flux(seed=0, depth=2), embeddings, NAMES)
+    samples = _sample(sample_mod, patched, batch=2, seed=21)
+    captured = api.concept_maps(patched, samples, source="sampling")
+    del patched
+    gc.collect()
+    again = api.patch_model(build_flux(seed=0, depth=2), embeddings, NAMES)  # loader and patch re-executed
+    found = api.concept_maps(again, samples, source="sampling")
+    assert torch.equal(found.maps, captured.maps) and found.detail.startswith("captured while sampling")
+    other_weights = api.patch_model(build_flux(seed=1, depth=2), embeddings, NAMES, empty_prompt=torch.zeros(1, 4, 64))
+    assert api.concept_maps(other_weights, samples).source == "latent"  # another model: not its maps

@@ -92,13 +92,17 @@ def test_requeue_with_new_seed_gives_fresh_maps_and_unchanged_graph_is_cached(se
         query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
         return np.asarray(Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}"))))
 
+    def cached(entry):
+        return {node for event, data in entry["status"]["messages"] if event == "execution_cached"
+                for node in data["nodes"]}
+
     graph = _graph(KSAMPLER, ["sampler", 0], batch=1)
     first = mask_pixels(server.run(graph))
     graph["sampler"]["inputs"]["seed"] = 2
-    second = mask_pixels(server.run(graph))
-    assert not np.array_equal(first, second)
-    cached = server.run(graph)
-    assert set(cached["outputs"]) >= {"preview_heatmaps"}
+    reseeded = server.run(graph)
+    assert not np.array_equal(first, mask_pixels(reseeded))
+    assert {"model", "clip", "patch"} <= cached(reseeded) and not {"sampler", "saliency"} & cached(reseeded)
+    assert cached(server.run(graph)) == set(graph)  # unchanged graph: the server executed nothing
 
 
 def test_unknown_concept_name_is_a_clear_error(server):
