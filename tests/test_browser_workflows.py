@@ -226,6 +226,10 @@ def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, tmp
     assert not problems, f"{path.name} in frontend {graph['frontend']}:\n" + "\n".join(problems)
 
     saved = {node["id"]: node for node in workflow["nodes"]}
+    resized = [f"{node['id']} {node['type']}: saved {saved[node['id']]['size']}, shown {node['size']}"
+               for node in graph["nodes"]
+               if any(abs(a - b) > 0.5 for a, b in zip(node["size"], saved[node["id"]]["size"]))]
+    assert not resized, f"{path.name}: the frontend resized nodes to fit their widgets: {resized}"
     loaders = [node for node in graph["nodes"] if node["type"] in MODEL_LOADERS]
     assert len(loaders) == 3
     for node in loaders:
