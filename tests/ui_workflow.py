@@ -1,7 +1,8 @@
 """API-format workflow -> the UI format ComfyUI saves (drag-and-drop), using a live server's
 /object_info for each node's sockets and widget order, so the two never drift apart.
 
-Regenerate the shipped UI workflows after editing workflows/api/*.json:
+Positions, groups, notes, titles and the loaders' model metadata come from workflow_layouts.py.
+Regenerate the shipped UI workflows after editing workflows/api/*.json or the layouts:
     python tests/ui_workflow.py http://127.0.0.1:8188   (a ComfyUI with this pack loaded)
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import pathlib
 import sys
 import urllib.request
+
+from workflow_layouts import LAYOUTS, MODEL_LOADERS, MODEL_SOURCES, SIZES
 
 WORKFLOWS = pathlib.Path(__file__).resolve().parent.parent / "workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -28,54 +31,123 @@ def _inputs_in_order(info):
             yield name, info["input"][section][name]
 
 
-def _depths(api):
-    depth = {}
+# Geometry of the frontend (LiteGraph) the layout is computed for.
+NODE_TITLE_HEIGHT = 30      # drawn above a node's pos
+GROUP_FONT_SIZE = 24
+GROUP_TITLE_HEIGHT = 34     # the group's title bar: font size x 1.4
+GROUP_PADDING = 20          # between a group's edge (or title bar) and its nodes
+NODE_GAP = 30               # between two nodes in a column (title bar excluded)
+COLUMN_GAP = 40             # between columns inside a group
+STAGE_GAP = 60              # between stages (left to right) and between blocks of a stage
+GROUP_COLOR = "#3f789e"     # ComfyUI's templates use it for their step groups
+NOTE_COLORS = {"color": "#432", "bgcolor": "#653"}  # the frontend's yellow note
+VIEW = (1900, 950)          # the view a workflow opens with fits this many screen pixels
 
-    def visit(node_id):
-        if node_id not in depth:
-            parents = [v[0] for v in api[node_id]["inputs"].values() if isinstance(v, list)]
-            depth[node_id] = 1 + max((visit(p) for p in parents), default=-1)
-        return depth[node_id]
 
-    for node_id in api:
-        visit(node_id)
-    return depth
+def _node(node_id: int, class_type: str, info: dict | None, api_inputs: dict) -> dict:
+    inputs, widgets = [], []
+    for name, spec in _inputs_in_order(info) if info else ():
+        value = api_inputs.get(name)
+        if not _is_widget(spec):
+            inputs.append({"name": name, "type": spec[0], "link": None})
+            continue
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if value is None:
+            choices = spec[0] if isinstance(spec[0], list) else options.get("options", [None])
+            value = options.get("default", choices[0] if choices else None)
+        widgets.append(value)
+        if options.get("image_upload"):
+            widgets.append("image")  # the upload button's widget, as the frontend saves it
+        control = options.get("control_after_generate")
+        if control or (control is None and name in SEED_NAMES):
+            widgets.append("fixed")
+    outputs = [] if not info else [
+        {"name": n, "type": t, "links": [], "slot_index": i}
+        for i, (t, n) in enumerate(zip(info["output"], info.get("output_name", info["output"])))]
+    return {"id": node_id, "type": class_type, "pos": [0, 0], "size": [0, 0], "flags": {}, "order": 0,
+            "mode": 0, "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": class_type},
+            "widgets_values": widgets}
 
 
-def api_to_ui(api: dict, object_info: dict) -> dict:
-    depth = _depths(api)
-    rows: dict[int, int] = {}
+def _models(class_type: str, api_inputs: dict) -> list[dict] | None:
+    """ComfyUI's template metadata for a loader: the frontend offers these downloads when missing."""
+    if class_type not in MODEL_LOADERS:
+        return None
+    names = [api_inputs[name] for name in MODEL_LOADERS[class_type]]
+    unknown = [n for n in names if n not in MODEL_SOURCES]
+    if unknown:
+        raise ValueError(f"{class_type}: no download source for {unknown}; add it to MODEL_SOURCES")
+    return [{"name": n, **MODEL_SOURCES[n]} for n in names]
+
+
+def _place(layout: dict, sizes: dict[str, list[int]]) -> tuple[dict, list[dict], list[tuple[str, list]]]:
+    """Positions of every node id (and note) and the groups' boxes, from the layout's stages."""
+    positions, groups, notes = {}, [], []
+    x = 0
+    for stage in layout["stages"]:
+        y, stage_width = 0, 0
+        for block in stage:
+            if "note" in block:
+                note_id = f"note{len(notes)}"
+                notes.append((note_id, block["note"]))
+                sizes[note_id] = block["size"]
+                positions[note_id] = [x, y + NODE_TITLE_HEIGHT]
+                width, height = block["size"][0], NODE_TITLE_HEIGHT + block["size"][1]
+            else:
+                column_x = x + GROUP_PADDING
+                heights = []
+                for column in block["columns"]:
+                    node_y = y + GROUP_TITLE_HEIGHT + GROUP_PADDING
+                    for node_id in column:
+                        positions[node_id] = [column_x, node_y + NODE_TITLE_HEIGHT]
+                        node_y += NODE_TITLE_HEIGHT + sizes[node_id][1] + NODE_GAP
+                    heights.append(node_y - NODE_GAP - y)
+                    column_x += max(sizes[n][0] for n in column) + COLUMN_GAP
+                width = column_x - COLUMN_GAP + GROUP_PADDING - x
+                height = max(heights) + GROUP_PADDING
+                groups.append({"id": len(groups) + 1, "title": block["title"], "bounding": [x, y, width, height],
+                               "color": GROUP_COLOR, "font_size": GROUP_FONT_SIZE, "flags": {}})
+            y += height + STAGE_GAP
+            stage_width = max(stage_width, width)
+        x += stage_width + STAGE_GAP
+    return positions, groups, notes
+
+
+def _view(positions: dict, sizes: dict, groups: list[dict]) -> dict:
+    """extra.ds: the scale and offset that show the whole graph when the workflow opens."""
+    boxes = [g["bounding"] for g in groups] + [
+        [x, y - NODE_TITLE_HEIGHT, sizes[n][0], sizes[n][1] + NODE_TITLE_HEIGHT] for n, (x, y) in positions.items()]
+    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    scale = round(min(VIEW[0] / (right - left + 80), VIEW[1] / (bottom - top + 80), 1.0), 3)
+    return {"scale": scale, "offset": [40 - left, 40 - top]}
+
+
+def api_to_ui(api: dict, object_info: dict, layout: dict) -> dict:
+    """The UI workflow of an API one: node inputs and widget values from `api` (in the order of
+    the server's /object_info), positions, groups, notes, titles and model metadata from `layout`
+    (see workflow_layouts.py)."""
+    placed = [n for stage in layout["stages"] for block in stage for column in block.get("columns", []) for n in column]
+    if sorted(placed, key=int) != sorted(api, key=int):
+        raise ValueError(f"the layout places {sorted(placed, key=int)}, the workflow has {sorted(api, key=int)}")
+    sizes = {n: list(layout.get("sizes", {}).get(n, SIZES[api[n]["class_type"]])) for n in api}
+    positions, groups, notes = _place(layout, sizes)
     nodes, links = {}, []
-    for node_id in sorted(api, key=lambda n: (depth[n], int(n))):
+    for node_id in sorted(api, key=int):
         node = api[node_id]
-        info = object_info[node["class_type"]]
-        column = depth[node_id]
-        row = rows.get(column, 0)
-        rows[column] = row + 1
-        inputs, widgets = [], []
-        for name, spec in _inputs_in_order(info):
-            value = node["inputs"].get(name)
-            if not _is_widget(spec):
-                inputs.append({"name": name, "type": spec[0], "link": None})
-                continue
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if value is None:
-                choices = spec[0] if isinstance(spec[0], list) else options.get("options", [None])
-                value = options.get("default", choices[0] if choices else None)
-            widgets.append(value)
-            if options.get("image_upload"):
-                widgets.append("image")  # the upload button's widget, as the frontend saves it
-            control = options.get("control_after_generate")
-            if control or (control is None and name in SEED_NAMES):
-                widgets.append("fixed")
-        outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
-                   for i, (t, n) in enumerate(zip(info["output"], info.get("output_name", info["output"])))]
-        nodes[node_id] = {
-            "id": int(node_id), "type": node["class_type"], "pos": [40 + 400 * column, 40 + 300 * row],
-            "size": [360, 260], "flags": {}, "order": len(nodes), "mode": 0, "inputs": inputs,
-            "outputs": outputs, "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
-        }
-    for node_id, node in api.items():
+        nodes[node_id] = ui = _node(int(node_id), node["class_type"], object_info[node["class_type"]], node["inputs"])
+        models = _models(node["class_type"], node["inputs"])
+        if models:
+            ui["properties"]["models"] = models
+        if node_id in layout.get("titles", {}):
+            ui["title"] = layout["titles"][node_id]
+    next_id = max(int(n) for n in api) + 1
+    for offset, (note_id, text) in enumerate(notes):
+        nodes[note_id] = {**_node(next_id + offset, "Note", None, {}), "title": "Read me: what to change",
+                          "properties": {}, "widgets_values": [text], **NOTE_COLORS}
+    for key, ui in nodes.items():
+        ui["pos"], ui["size"] = positions[key], sizes[key]
+    for node_id, node in sorted(api.items(), key=lambda item: int(item[0])):
         for slot_index, ui_input in enumerate(nodes[node_id]["inputs"]):
             value = node["inputs"].get(ui_input["name"])
             if not isinstance(value, list):
@@ -85,9 +157,17 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
             ui_input["link"] = link_id
             nodes[source]["outputs"][source_slot]["links"].append(link_id)
             links.append([link_id, int(source), source_slot, int(node_id), slot_index, ui_input["type"]])
-    return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links),
-            "nodes": [nodes[n] for n in sorted(nodes, key=int)], "links": links, "groups": [], "config": {},
-            "extra": {}, "version": 0.4}
+    ordered = sorted(nodes.values(), key=lambda n: n["id"])
+    for order, ui in enumerate(ordered):
+        ui["order"] = order
+    return {"last_node_id": max(n["id"] for n in ordered), "last_link_id": len(links), "nodes": ordered,
+            "links": links, "groups": groups, "config": {},
+            "extra": {"ds": _view(positions, sizes, groups)}, "version": 0.4}
+
+
+def ui_for(path: pathlib.Path, object_info: dict) -> dict:
+    """The UI workflow for workflows/api/<name>.json, with the layout of that name."""
+    return api_to_ui(json.loads(path.read_text()), object_info, LAYOUTS[path.stem])
 
 
 def regenerate(server_url: str) -> list[pathlib.Path]:
@@ -95,7 +175,7 @@ def regenerate(server_url: str) -> list[pathlib.Path]:
         object_info = json.loads(response.read())
     written = []
     for path in sorted((WORKFLOWS / "api").glob("*.json")):
-        ui = api_to_ui(json.loads(path.read_text()), object_info)
+        ui = ui_for(path, object_info)
         target = WORKFLOWS / path.name
         target.write_text(json.dumps(ui, indent=1) + "\n")
         written.append(target)

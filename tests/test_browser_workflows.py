@@ -1,0 +1,281 @@
+"""The shipped UI workflows opened in ComfyUI's real frontend (headless Chromium through
+Playwright): after the frontend has sized every node for its widgets, no two nodes overlap, no
+two groups overlap, every node lies inside the group the layout puts it in, nothing in the
+workflow logs an error, and the loaders keep the model download metadata.
+
+Needs the `playwright` Python package and a Chromium binary (Debian's `chromium`; Playwright's own
+browser download is not used): set CHROMIUM_PATH, or have `chromium` on PATH. Screenshots go to
+pytest's temporary directory (the test prints where)."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import urllib.request
+
+import pytest
+
+from conftest import COMFYUI
+
+pytestmark = pytest.mark.comfy
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "workflows").glob("*.json"))
+
+
+def _chromium() -> str | None:
+    candidates = [os.environ.get("CHROMIUM_PATH"), shutil.which("chromium"), shutil.which("chromium-browser"),
+                  "/usr/bin/chromium"]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    sync_playwright = None
+CHROMIUM = _chromium()
+if COMFYUI is not None and sync_playwright is None:
+    pytest.skip("playwright is not installed (pip install playwright; the browser is Debian's chromium, "
+                "no `playwright install` needed)", allow_module_level=True)
+if COMFYUI is not None and CHROMIUM is None:
+    pytest.skip("no Chromium found (apt-get install chromium, or set CHROMIUM_PATH)", allow_module_level=True)
+
+# Only the frontend's own resource fetches may fail (favicons, optional endpoints of a frontend
+# newer or older than the server); any other error logged while a workflow loads fails the test.
+IGNORED_ERRORS = ("Failed to load resource",)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    from comfy_server import ComfyServer
+    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy_browser"))
+    # the photo the photo workflow names, so LoadImage shows its preview as it would for a user
+    Image.fromarray((np.random.default_rng(1).random((600, 800, 3)) * 255).astype(np.uint8)).save(
+        server.base / "input" / "example.png")
+    # a returning user (no first-run template browser over the canvas); for the screenshots, text
+    # drawn at any zoom and no minimap
+    settings = {"Comfy.TutorialCompleted": True, "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+                "Comfy.Minimap.Visible": False}
+    request = urllib.request.Request(server.url + "/settings", data=json.dumps(settings).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+READY = """() => !!(window.app && window.app.canvas && window.LiteGraph && window.app.graph
+                   && LiteGraph.registered_node_types['ConceptSaliency'])"""
+
+# Every node's box as drawn: pos/size after the frontend has laid out its widgets, the title bar
+# above pos, and the frontend's own minimum size for the widgets.
+READ_GRAPH = """() => {
+  const graph = window.app.graph;
+  const titleHeight = LiteGraph.NODE_TITLE_HEIGHT;
+  const nodes = (graph.nodes || graph._nodes).map(node => {
+    const min = node.computeSize();
+    const bounding = node.getBounding ? Array.from(node.getBounding()) : null;
+    return {id: Number(node.id), type: node.type, title: node.title, pos: Array.from(node.pos),
+            size: Array.from(node.size), min: Array.from(min), bounding, titleHeight,
+            collapsed: !!(node.flags && node.flags.collapsed), properties: JSON.parse(JSON.stringify(node.properties || {}))};
+  });
+  const groups = (graph.groups || graph._groups).map(group => ({
+    title: group.title, bounding: Array.from(group._bounding || group.bounding),
+    titleHeight: group.titleHeight || (group.font_size || 24) * 1.4}));
+  return {nodes, groups, frontend: window.__COMFYUI_FRONTEND_VERSION__ || null};
+}"""
+
+# Show the whole graph in the canvas, for the screenshot.
+FIT_VIEW = """() => {
+  const canvas = window.app.canvas, graph = window.app.graph;
+  const boxes = (graph.nodes || graph._nodes).map(n => Array.from(n.getBounding()))
+      .concat((graph.groups || graph._groups).map(g => Array.from(g._bounding || g.bounding)));
+  const left = Math.min(...boxes.map(b => b[0])), top = Math.min(...boxes.map(b => b[1]));
+  const right = Math.max(...boxes.map(b => b[0] + b[2])), bottom = Math.max(...boxes.map(b => b[1] + b[3]));
+  const element = canvas.canvas, width = element.clientWidth, height = element.clientHeight;
+  const scale = Math.min((width - 120) / (right - left), (height - 160) / (bottom - top));
+  canvas.ds.scale = scale;
+  canvas.ds.offset[0] = (width / scale - (right - left)) / 2 - left;
+  canvas.ds.offset[1] = (height / scale - (bottom - top)) / 2 - top;
+  canvas.setDirty(true, true);
+  canvas.draw(true, true);
+}"""
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _drawn_box(node) -> list[float]:
+    """The node's box including its title bar, at least as large as the frontend's minimum size."""
+    width, height = max(node["size"][0], node["min"][0]), max(node["size"][1], node["min"][1])
+    return [node["pos"][0], node["pos"][1] - node["titleHeight"], width, height + node["titleHeight"]]
+
+
+def layout_problems(graph: dict, layout: dict) -> list[str]:
+    """Overlapping nodes or groups, nodes outside their group, nodes smaller than their widgets."""
+    problems = []
+    nodes = graph["nodes"]
+    boxes = {node["id"]: _drawn_box(node) for node in nodes}
+    names = {node["id"]: f"{node['id']} {node['type']} ({node['title']})" for node in nodes}
+    for node in nodes:
+        if node["collapsed"]:
+            problems.append(f"{names[node['id']]} is collapsed")
+        if node["size"][0] < node["min"][0] - 0.5 or node["size"][1] < node["min"][1] - 0.5:
+            problems.append(f"{names[node['id']]}: size {node['size']} is below the frontend's minimum "
+                            f"{[round(v) for v in node['min']]} for its widgets")
+        if node["bounding"] and node["bounding"][3] < boxes[node["id"]][3] - 0.5:
+            problems.append(f"{names[node['id']]}: drawn box {node['bounding']} differs from {boxes[node['id']]}")
+    ids = sorted(boxes)
+    for i, first in enumerate(ids):
+        for second in ids[i + 1:]:
+            if _overlap(boxes[first], boxes[second]):
+                problems.append(f"{names[first]} {boxes[first]} overlaps {names[second]} {boxes[second]}")
+    groups = {group["title"]: group for group in graph["groups"]}
+    for i, first in enumerate(graph["groups"]):
+        for second in graph["groups"][i + 1:]:
+            if _overlap(first["bounding"], second["bounding"]):
+                problems.append(f"group {first['title']!r} overlaps group {second['title']!r}")
+    expected = {block["title"]: [int(n) for column in block["columns"] for n in column]
+                for stage in layout["stages"] for block in stage if "title" in block}
+    if sorted(groups) != sorted(expected):
+        problems.append(f"groups {sorted(groups)}, the layout has {sorted(expected)}")
+    grouped = set()
+    for title, members in expected.items():
+        if title not in groups:
+            continue
+        x, y, width, height = groups[title]["bounding"]
+        inner = [x, y + groups[title]["titleHeight"], width, height - groups[title]["titleHeight"]]
+        for node_id in members:
+            grouped.add(node_id)
+            box = boxes.get(node_id)
+            if box is None:
+                problems.append(f"node {node_id} of group {title!r} is missing")
+            elif not (inner[0] <= box[0] and box[0] + box[2] <= inner[0] + inner[2]
+                      and inner[1] <= box[1] and box[1] + box[3] <= inner[1] + inner[3]):
+                problems.append(f"{names[node_id]} {box} is not inside group {title!r} {inner} (below its title)")
+    for node_id in set(boxes) - grouped:
+        for group in graph["groups"]:
+            if _overlap(boxes[node_id], group["bounding"]):
+                problems.append(f"{names[node_id]} (in no group) overlaps group {group['title']!r}")
+    return problems
+
+
+def _open(browser, server, workflow: dict, name: str, downloads: list | None = None):
+    """A fresh page on the server's frontend with `workflow` loaded; returns (page, graph, errors).
+    The missing-models dialog asks the download URLs for their size: those requests are answered
+    here (no network needed) and their URLs appended to `downloads`."""
+    page = browser.new_page(viewport={"width": 2560, "height": 1300})
+
+    def answer_download(route):
+        if downloads is not None:
+            downloads.append(route.request.url)
+        route.fulfill(status=200, headers={"Content-Length": str(23 * 2**30), "Access-Control-Allow-Origin": "*",
+                                           "Access-Control-Expose-Headers": "Content-Length"}, body="")
+
+    page.route("https://huggingface.co/**", answer_download)
+    messages = []
+    page.on("console", lambda message: messages.append((message.type, message.text)))
+    page.on("pageerror", lambda error: messages.append(("pageerror", str(error))))
+    page.goto(server.url)
+    page.wait_for_function(READY, timeout=120_000)
+    page.wait_for_timeout(500)
+    first = len(messages)
+    page.evaluate("async ([workflow, name]) => { await window.app.loadGraphData(workflow, true, true, name); }",
+                  [workflow, name])
+    # let the frontend lay out widgets, load LoadImage's preview and redraw a few frames
+    page.wait_for_timeout(1500)
+    page.evaluate("() => { window.app.canvas.setDirty(true, true); window.app.canvas.draw(true, true); }")
+    page.wait_for_timeout(300)
+    errors = [text for kind, text in messages[first:]
+              if kind in ("error", "pageerror") and not text.startswith(IGNORED_ERRORS)]
+    return page, page.evaluate(READ_GRAPH), errors
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, tmp_path_factory):
+    from workflow_layouts import LAYOUTS, MODEL_LOADERS
+    workflow = json.loads(path.read_text())
+    page, graph, errors = _open(browser, server, workflow, path.name)
+    try:
+        shots = tmp_path_factory.mktemp("workflow_screenshots")
+        page.keyboard.press("Escape")  # the missing-models dialog (no model files here)
+        page.wait_for_timeout(300)
+        page.evaluate(FIT_VIEW)
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / f"{path.stem}.png"))
+        print(f"frontend {graph['frontend']}: screenshot {shots / (path.stem + '.png')}")
+    finally:
+        page.close()
+
+    assert not errors, f"{path.name}: errors while loading: {errors}"
+    assert len(graph["nodes"]) == len(workflow["nodes"]), "the frontend dropped or added nodes"
+    problems = layout_problems(graph, LAYOUTS[path.stem])
+    assert not problems, f"{path.name} in frontend {graph['frontend']}:\n" + "\n".join(problems)
+
+    saved = {node["id"]: node for node in workflow["nodes"]}
+    resized = [f"{node['id']} {node['type']}: saved {saved[node['id']]['size']}, shown {node['size']}"
+               for node in graph["nodes"]
+               if any(abs(a - b) > 0.5 for a, b in zip(node["size"], saved[node["id"]]["size"]))]
+    assert not resized, f"{path.name}: the frontend resized nodes to fit their widgets: {resized}"
+    loaders = [node for node in graph["nodes"] if node["type"] in MODEL_LOADERS]
+    assert len(loaders) == 3
+    for node in loaders:
+        models = node["properties"].get("models")
+        assert models and models == saved[node["id"]]["properties"]["models"], (
+            f"{node['type']}: the models metadata did not survive loading: {node['properties']}")
+        assert [m["name"] for m in models] == [v for v in saved[node["id"]]["widgets_values"] if v in
+                                               {m["name"] for m in models}]
+    assert any(node["type"] == "Note" for node in graph["nodes"]), "no note saying what to change"
+
+
+def test_missing_model_files_are_offered_for_download(server, browser):
+    """No model files on this server: the frontend lists each loader's files with a download
+    offer (frontend 1.27: a dialog; 1.47: the errors panel behind "View details")."""
+    from workflow_layouts import MODEL_SOURCES
+    path = ROOT / "workflows" / "photo_mask_new_background.json"
+    workflow = json.loads(path.read_text())
+    downloads = []
+    page, graph, errors = _open(browser, server, workflow, path.name, downloads)
+    try:
+        details = page.get_by_text("View details")
+        if details.count():
+            details.first.click()
+            page.wait_for_timeout(1000)
+        text = page.inner_text("body")
+    finally:
+        page.close()
+    names = [m["name"] for node in workflow["nodes"] for m in node["properties"].get("models", [])]
+    assert sorted(names) == sorted(["flux1-schnell.safetensors", "t5xxl_fp16.safetensors", "clip_l.safetensors",
+                                    "ae.safetensors"])
+    missing = [name for name in names if name not in text]
+    assert not missing and "Download" in text, f"not offered for download: {missing}\n{text[:2000]}"
+    # what the dialog asked huggingface.co about these files (the page's default graph asks about others)
+    asked = {url for url in downloads if url.rsplit("/", 1)[-1] in names}
+    assert asked <= {MODEL_SOURCES[name]["url"] for name in names}, asked
+
+
+def test_overlap_check_sees_a_node_moved_onto_another(server, browser):
+    """The check above goes red when one node is moved onto another in the loaded graph."""
+    from workflow_layouts import LAYOUTS
+    path = ROOT / "workflows" / "photo_mask_new_background.json"
+    workflow = json.loads(path.read_text())
+    by_type = {node["type"]: node for node in workflow["nodes"]}
+    by_type["KSampler"]["pos"] = [by_type["ConceptSaliency"]["pos"][0] + 40, by_type["ConceptSaliency"]["pos"][1] + 200]
+    page, graph, errors = _open(browser, server, workflow, "moved.json")
+    page.close()
+    problems = layout_problems(graph, LAYOUTS[path.stem])
+    assert any("KSampler" in p and "ConceptSaliency" in p and "overlaps" in p for p in problems), problems
+    assert any("KSampler" in p and "is not inside group" in p for p in problems), problems

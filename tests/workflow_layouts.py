@@ -1,0 +1,114 @@
+"""How the shipped UI workflows are laid out: stages left to right, each a stack of titled
+groups (with columns of node ids) and notes. Node inputs come from workflows/api/*.json only;
+this file adds what the UI format has and the API format has not: positions (computed from the
+sizes below by tests/ui_workflow.py), groups, notes, node titles and the loaders' download
+metadata. Sizes are at least what both tested frontends (1.27.10 with ComfyUI 0.3.64, 1.47.10
+with 0.29) compute for the node's widgets; tests/test_browser_workflows.py checks it."""
+from __future__ import annotations
+
+# Copied from ComfyUI's own template flux_schnell_full_text_to_image.json (the same entries are in
+# flux_dev_full_text_to_image.json), package comfyui-workflow-templates 0.1.95 (ComfyUI 0.3.64)
+# and comfyui-workflow-templates-json 0.1.18 (ComfyUI 0.29, inside the template's subgraph).
+MODEL_SOURCES = {
+    "flux1-dev.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors",
+        "directory": "diffusion_models"},
+    "flux1-schnell.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/flux1-schnell/resolve/main/flux1-schnell.safetensors",
+        "directory": "diffusion_models"},
+    "t5xxl_fp16.safetensors": {
+        "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+        "directory": "text_encoders"},
+    "clip_l.safetensors": {
+        "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+        "directory": "text_encoders"},
+    "ae.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors",
+        "directory": "vae"},
+}
+MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "clip_name2"], "VAELoader": ["vae_name"]}
+
+# [width, height] of the node body (the title bar, 30 px, comes on top), by node type.
+SIZES = {
+    "UNETLoader": [340, 82], "DualCLIPLoader": [340, 130], "VAELoader": [340, 58],
+    "ConceptAttentionFlux": [340, 250], "ConceptSaliency": [320, 330],
+    "LoadImage": [340, 420], "ImageScaleToTotalPixels": [340, 106], "VAEEncode": [220, 46],
+    "VAEDecode": [220, 46], "CLIPTextEncode": [400, 150], "FluxGuidance": [300, 58],
+    "EmptySD3LatentImage": [300, 106], "KSampler": [320, 262], "GrowMask": [300, 82],
+    "MaskToImage": [300, 26], "ImageBlur": [300, 82], "ImageToMask": [300, 58], "InvertMask": [300, 26],
+    "ImageCompositeMasked": [320, 146], "InpaintModelConditioning": [320, 138],
+    "SaveImage": [420, 460], "PreviewImage": [420, 460],
+}
+NOTE_SIZE = [420, 330]
+
+LOADERS = {"title": "1. Load models", "columns": [["1", "2", "3"]]}
+
+
+def note(text: str, size=None) -> dict:
+    return {"note": text.strip(), "size": size or NOTE_SIZE}
+
+
+LAYOUTS = {
+    "photo_mask_new_background": {
+        "stages": [
+            [note("""
+Cut a person (or anything you name) out of a photo and put it on a new background.
+
+What to change:
+- 2: your photo. It is scaled to about 1 megapixel for Flux (megapixels); the final composite is made at the photo's own size.
+- 3: Concept Attention's concepts: name what is in the photo (person, sky, grass, ... and background). Concept Saliency's concept: the one to keep. seed_count: more seeds, cleaner masks, slower.
+- 4: GrowMask expand (negative shrinks the cut-out, positive grows it) and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the new background's prompt and seed.
+"""), LOADERS],
+            [{"title": "2. Load the photo", "columns": [["5", "15", "6"]]}],
+            [{"title": "3. Mask by concept", "columns": [["4", "7"], ["14"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["16", "17", "18", "19", "20"]]}],
+            [{"title": "5. Generate the new background", "columns": [["8", "9", "10", "11"]]}],
+            [{"title": "6. Composite at the photo's size", "columns": [["12", "13"]]}],
+        ],
+        "titles": {"15": "Scale to Flux size (about 1 MP)", "9": "Negative (unused at cfg 1)",
+                   "7": "Concept Saliency (the photo, 5 seeds)", "20": "Invert (1 = new background)",
+                   "14": "Preview: segmentation", "17": "Feather: mask to image", "18": "Feather: blur",
+                   "19": "Feather: back to mask", "12": "Photo over the new background"},
+    },
+    "flux_generate_mask_inpaint": {
+        "stages": [
+            [note("""
+Generate a picture, mask one of its concepts from the maps recorded while sampling, and inpaint it with a second prompt.
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts: name what will be in the picture (the subject, sky, mountains, ... and background).
+- 3: Concept Saliency's concept: the one to repaint (several, comma-separated: their union; invert: everything else).
+- 4: GrowMask expand (pixels added around the mask) and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the second prompt and KSampler's denoise (lower keeps more of the first picture).
+"""), LOADERS],
+            [{"title": "2. Generate (concepts recorded while sampling)",
+              "columns": [["4", "5", "6", "9"], ["7", "8", "10"]]}],
+            [{"title": "3. Mask by concept", "columns": [["11", "19"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["12", "20", "21", "22"]]}],
+            [{"title": "5. Inpaint with a new prompt", "columns": [["13", "14", "15"], ["16", "17"]]}],
+            [{"title": "6. Paste into the first picture", "columns": [["23", "18"]]}],
+        ],
+        "titles": {"5": "Prompt", "9": "Negative (unused at cfg 1)", "13": "Second prompt (the inpainted part)",
+                   "19": "Preview: each concept's map", "20": "Feather: mask to image", "21": "Feather: blur",
+                   "22": "Feather: back to mask", "16": "KSampler (inpaint)", "23": "Paste the inpainted part"},
+    },
+    "flux_concept_grid": {
+        "stages": [
+            [note("""
+Generate a picture and see what the model attends to: every concept's map over the picture, and a colour-coded segmentation.
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts (one per line; keep a "background" concept).
+- 3: Concept Saliency's mask_mode and blur change the segmentation; the overlays are the soft maps.
+""", size=[420, 200]), LOADERS],
+            [{"title": "2. Generate (concepts recorded while sampling)",
+              "columns": [["4", "5", "6", "9"], ["7", "8", "10"]]}],
+            [{"title": "3. Maps of every concept", "columns": [["11"]]}],
+            [{"title": "4. Save", "columns": [["12", "14"], ["13"]]}],
+        ],
+        "sizes": {"4": [340, 300]},  # seven concepts, one per line
+        "titles": {"5": "Prompt", "9": "Negative (unused at cfg 1)", "12": "Save: picture",
+                   "13": "Save: each concept's map over the picture", "14": "Preview: segmentation"},
+    },
+}
