@@ -7,7 +7,7 @@ interleaved (each round runs the plain model, then every patched configuration; 
 
 - sampling wall time and peak extra memory, plain vs patched, per image size, number of
   concepts C and block selection;
-- the concept stream's own time (its pieces timed where flux.py calls them), for the pack and
+- the concept stream's own time (its pieces timed where patching.py calls them), for the pack and
   for a full-attention reference of the concept stream (the authors' approach: one (C+N)x(C+N)
   attention over [concepts; image] whose image rows are discarded);
 - the encode path (api.concept_maps(source="latent")) vs one full forward;
@@ -143,10 +143,10 @@ def replaced(owner, name, value):
 
 @contextlib.contextmanager
 def stream_timer(sync: bool):
-    """Seconds spent in each piece of the concept stream: the block math flux.py calls, the per-call
-    set-up (FluxConceptForward) and the accumulation (ConceptCapture.add). The hook's own Python is not
+    """Seconds spent in each piece of the concept stream: the block math patching.py calls, the per-call
+    set-up (ConceptForward) and the accumulation (ConceptCapture.add). The hook's own Python is not
     included (it shows in the wall-time difference). With sync (CUDA) every piece waits for the device."""
-    from concept_attention_pack.nodes import flux
+    from concept_attention_pack.nodes import patching as flux
 
     seconds: dict[str, float] = {}
 
@@ -165,7 +165,7 @@ def stream_timer(sync: bool):
         return wrapper
 
     targets = [(flux, name) for name in STREAM_PIECES]
-    targets += [(flux.FluxConceptForward, "__init__"), (flux.ConceptCapture, "add")]
+    targets += [(flux.ConceptForward, "__init__"), (flux.ConceptCapture, "add")]
     with contextlib.ExitStack() as stack:
         for owner, name in targets:
             label = name if owner is flux else f"{owner.__name__}.{name}"
@@ -231,7 +231,7 @@ def disturbance_seconds() -> dict:
 class Bench:
     def __init__(self, args):
         import comfy.model_management
-        from concept_attention_pack.nodes import api, capture, flux
+        from concept_attention_pack.nodes import api, capture, patching as flux
 
         self.args, self.api, self.capture, self.flux = args, api, capture, flux
         self.model = build_model(args)
@@ -256,7 +256,7 @@ class Bench:
         return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", cond, cond, latent, disable_pbar=True)
 
     def variant(self, variant):
-        """REFERENCE swaps the full-attention concept stream in for the pack's (flux.py's name for it)."""
+        """REFERENCE swaps the full-attention concept stream in for the pack's (patching.py's name for it)."""
         if variant == REFERENCE:
             return replaced(self.flux, "concept_attention", full_attention_reference)
         return contextlib.nullcontext()

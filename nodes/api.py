@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import flux
+from . import patching
 from .capture import VARIANTS, ConceptConfig, ConceptInputError, ConceptMaps, parse_blocks
 from .masks import gaussian_blur_3x3, grid_to_pixels
 
@@ -41,7 +41,8 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
             f"{end_percent}.")
     if len(set(n.lower() for n in names)) != len(names) or not names:
         raise ConceptInputError(f"concepts: need distinct, non-empty names, received {list(names)}.")
-    depth = len(flux.flux_diffusion_model(model).double_blocks)
+    patching.family_of(model)  # a clear error for a model the pack cannot handle
+    depth = len(patching.diffusion_model(model).double_blocks)
     config = ConceptConfig(
         names=names,
         embeddings=torch.as_tensor(concept_embeddings).detach().float().cpu(),
@@ -52,7 +53,7 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
         normalize_concepts=bool(normalize_concepts),
         empty_prompt=None if empty_prompt is None else empty_prompt.detach().float().cpu(),
     )
-    return flux.patch_flux(model, config)
+    return patching.patch(model, config)
 
 
 def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.5, sigma: float | None = None,
@@ -74,8 +75,8 @@ def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.
     samples = latent["samples"] if isinstance(latent, dict) else latent
     if getattr(samples, "is_nested", False):
         raise ConceptInputError("latent: nested (multi-part) latents are not supported.")
-    flux.flux_diffusion_model(model)
-    store = flux.concept_store(model)
+    patching.family_of(model)
+    store = patching.concept_store(model)
     if store is None:
         raise ConceptInputError(
             "model: this MODEL carries no concepts. Connect the MODEL output of a Concept Attention "
@@ -94,7 +95,7 @@ def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.
     if sigma is None:
         sigma = noise_sigma(model, noise_level)
     seeds = [int(seed) % 2**64 for seed in seeds]
-    maps = flux.maps_from_latent(model, samples, float(sigma), seeds, conditioning, noise)
+    maps = patching.maps_from_latent(model, samples, float(sigma), seeds, conditioning, noise)
     if source == "auto":
         maps.detail += " (no maps captured while sampling matched this latent)"
     return maps
@@ -122,8 +123,8 @@ def default_noise_level(model) -> float:
     return noise_sigma(model, 0.5)
 
 
-def concept_masks(maps: ConceptMaps, blur: bool = True, latent_scale: int = 8, patch_size: int = 2) -> torch.Tensor:
-    """[B, C, H, W] at image resolution (latent size x 8), values 0..1. blur (the node's default,
+def concept_masks(maps: ConceptMaps, blur: bool = True) -> torch.Tensor:
+    """[B, C, H, W] at image resolution (latent size x the VAE scale), values 0..1. blur (the node's default,
     on): the paper's 3x3 Gaussian (sigma 1) on the token grid first."""
     grid = gaussian_blur_3x3(maps.maps) if blur else maps.maps
-    return grid_to_pixels(grid, maps.latent_size, latent_scale, patch_size)
+    return grid_to_pixels(grid, maps.latent_size, maps.latent_scale, maps.patch_size)

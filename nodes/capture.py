@@ -123,6 +123,8 @@ class ConceptMaps:
     latent_size: tuple[int, int]  # latent (height, width) the grid covers (grid may be padded)
     source: str  # "sampling" or "latent"
     detail: str = ""  # where the maps came from, in words for the user
+    latent_scale: int = 8  # image pixels per latent pixel (Flux.1, Chroma: 8; Flux.2: 16)
+    patch_size: int = 2  # latent pixels per token side (Flux.1, Chroma: 2; Flux.2: 1)
 
 
 class ConceptCapture:
@@ -133,15 +135,26 @@ class ConceptCapture:
         self.accumulator: SaliencyAccumulator | None = None
         self.grid: tuple[int, int] | None = None
         self.latent_size: tuple[int, int] | None = None
+        self.geometry: tuple[int, int] = (8, 2)  # latent scale, patch size
         self.failure: str | None = None  # why maps cannot be taken in this run (sampling goes on)
+        self._embeddings: dict = {}
 
-    def begin_forward(self, images: int, grid: tuple[int, int], latent_size: tuple[int, int], device) -> bool:
+    def embeddings_on(self, device, dtype) -> torch.Tensor:
+        """The concept embeddings [C, text_dim] on the sampling device: copied once per run, not per
+        model call (a host-to-device copy synchronises on CUDA)."""
+        key = (str(device), dtype)
+        if key not in self._embeddings:
+            self._embeddings[key] = self.config.embeddings.to(device=device, dtype=dtype)
+        return self._embeddings[key]
+
+    def begin_forward(self, images: int, grid: tuple[int, int], latent_size: tuple[int, int], device,
+                      geometry: tuple[int, int] = (8, 2)) -> bool:
         """False (and the call passes through) when this model call does not fit the run's maps."""
         if self.failure is not None:
             return False
         if self.accumulator is None:
             self.accumulator = SaliencyAccumulator(images, len(self.config.names), grid[0] * grid[1], device)
-            self.grid, self.latent_size = grid, latent_size
+            self.grid, self.latent_size, self.geometry = grid, latent_size, geometry
             return True
         if self.grid != grid or self.accumulator.sum.shape[0] != images:
             self.fail(f"the image size or batch changed during one run (token grid {self.grid} and "
@@ -171,7 +184,7 @@ class ConceptCapture:
         detail = (f"captured while sampling: {passes} model pass{'es' if passes != 1 else ''} "
                   f"x {blocks} block{'s' if blocks != 1 else ''} averaged")
         return ConceptMaps(self.config.names, mean.reshape(mean.shape[0], mean.shape[1], h, w),
-                           self.latent_size, source, detail)
+                           self.latent_size, source, detail, *self.geometry)
 
 
 @dataclass
@@ -184,6 +197,7 @@ class _CapturedImage:
     names: tuple[str, ...]
     latent_size: tuple[int, int]
     detail: str
+    geometry: tuple[int, int]
 
     @property
     def nbytes(self) -> int:
@@ -222,7 +236,7 @@ class CapturedMaps:
             for image, image_maps in zip(latent, maps.maps):
                 stored = image.clone()
                 entry = _CapturedImage(key, stored, _summary(stored), stored.abs().max().item(), image_maps.clone(),
-                                       maps.names, maps.latent_size, maps.detail)
+                                       maps.names, maps.latent_size, maps.detail, (maps.latent_scale, maps.patch_size))
                 self._records.append(entry)
                 self._bytes += entry.nbytes
             while self._bytes > self.budget_bytes and len(self._records) > 1:
@@ -244,7 +258,7 @@ class CapturedMaps:
         if any(r.latent_size != first.latent_size or r.maps.shape != first.maps.shape for r in found):
             return None
         return ConceptMaps(first.names, torch.stack([r.maps for r in found]), first.latent_size, "sampling",
-                           first.detail)
+                           first.detail, *first.geometry)
 
     def count(self, key: str) -> int:
         with self._lock:
@@ -276,10 +290,13 @@ class ConceptStore:
     concepts, and access to the maps its sampling runs captured. Copying returns the same object,
     because ComfyUI 0.3.64 deep-copies model options on every clone."""
 
-    def __init__(self, config: ConceptConfig, key: str, captured: CapturedMaps = CAPTURED):
+    def __init__(self, config: ConceptConfig, key: str, captured: CapturedMaps = CAPTURED, family=None,
+                 latent_scale: int = 8):
         self.config = config
         self.key = key
         self.captured = captured
+        self.family = family  # the model family's description (families.py), set by the patching layer
+        self.latent_scale = latent_scale  # image pixels per latent pixel
         self.last_failure: str | None = None  # why the last sampling run took no maps, if it did not
 
     def __deepcopy__(self, memo):

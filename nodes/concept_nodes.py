@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
+from .families import SUPPORTED, family_of
 from .masks import MASK_MODES, apply_mask_mode, colorize, select_concepts
 from .render import overlay, segmentation
 from .text_encoding import encode_concepts, encode_prompt
@@ -37,16 +38,18 @@ class ConceptAttention(io.ComfyNode):
             description="Records a saliency map per concept while any sampler runs this model "
                         "(ConceptAttention, Helbling et al. 2025). The generated image is unchanged.",
             inputs=[
-                io.Model.Input("model", tooltip="A Flux.1 model (dev, schnell, fine-tunes, LoRAs)."),
-                io.Clip.Input("clip", tooltip="The Flux CLIP you already loaded (clip_l + t5xxl); concepts "
-                                              "are encoded with its T5-XXL side."),
+                io.Model.Input("model", tooltip=f"A Flux-family model: {SUPPORTED}."),
+                io.Clip.Input("clip", tooltip="The CLIP you already loaded for this model (Flux.1: clip_l + "
+                                              "t5xxl, concepts go through its T5-XXL side; Flux.2: Mistral 3 "
+                                              "or Qwen3; Chroma: T5-XXL)."),
                 io.String.Input("concepts", multiline=True, default="subject\nbackground",
                                 tooltip="One concept per line (or comma-separated), e.g. 'dragon, sky, "
                                         "background'. Maps compete per pixel, so give at least two; "
                                         "'background' is a good second concept."),
                 io.String.Input("blocks", default="last 4",
                                 tooltip="Double blocks whose maps are averaged: 'last 4' (default, the "
-                                        "paper's), 'all', a range '15-18' or indices '0,2,5'."),
+                                        "paper's; an error names the model's range), 'all', a range '15-18' or "
+                                        "indices '0,2,5'."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="First part of the sampling steps whose maps are averaged."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -73,8 +76,9 @@ class ConceptAttention(io.ComfyNode):
                 "covers everything; add a second one such as 'background'.")
         if clip is None:
             raise ConceptInputError("clip: no CLIP is connected; connect the Flux DualCLIPLoader output.")
+        family = family_of(model)
         patched = api.patch_model(
-            model, encode_concepts(clip, names), names, blocks=blocks, start_percent=start_percent,
+            model, encode_concepts(clip, names, family.text_keys, family.text_encoders), names, blocks=blocks, start_percent=start_percent,
             end_percent=end_percent, variant=map_variant, normalize_concepts=normalize_concepts,
             empty_prompt=encode_prompt(clip, ""))
         return io.NodeOutput(patched)

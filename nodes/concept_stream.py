@@ -1,7 +1,6 @@
 """The concept stream through one Flux-style double-stream block, and its saliency scores.
 
-Pure torch, no ComfyUI import. Duck-typed on the block's text-side submodules (``txt_mod``,
-``txt_norm1``, ``txt_attn.qkv``, ``txt_attn.norm``, ``txt_attn.proj``, ``txt_norm2``,
+Pure torch, no ComfyUI import. Duck-typed on the block's text-side submodules (``txt_norm1``, ``txt_attn.qkv``, ``txt_attn.norm``, ``txt_attn.proj``, ``txt_norm2``,
 ``txt_mlp``): they are called, never read by weight name, so the host's weight casting,
 quantised ops and offloading still apply.
 
@@ -28,9 +27,10 @@ class ConceptQKV:
     mod_mlp: Any  # shift, scale, gate of the MLP half
 
 
-def concept_qkv(block, concepts: torch.Tensor, vec_c: torch.Tensor) -> ConceptQKV:
-    """concepts [B, C, d], vec_c [B, d] -> the concept q/k/v of this block."""
-    mod_attn, mod_mlp = block.txt_mod(vec_c)
+def concept_qkv(block, concepts: torch.Tensor, modulation) -> ConceptQKV:
+    """concepts [B, C, d] and the concepts' text-side modulation of this block (attention half, MLP
+    half: shift/scale/gate each [B, 1, d]) -> the concept q/k/v of this block."""
+    mod_attn, mod_mlp = modulation
     modulated = torch.addcmul(mod_attn.shift, block.txt_norm1(concepts), 1 + mod_attn.scale)
     qkv = block.txt_attn.qkv(modulated)
     q, k, v = rearrange(qkv, "B C (K H D) -> K B H C D", K=3, H=block.num_heads)

@@ -19,8 +19,8 @@ def comfy_modules():
     import comfy.patcher_extension
     import comfy.sample
 
-    from concept_attention_pack.nodes import api, flux
-    return comfy.sample, comfy.patcher_extension, api, flux
+    from concept_attention_pack.nodes import api, patching
+    return comfy.sample, comfy.patcher_extension, api, patching
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_concept_stream_reproduces_prompt_stream_when_concepts_are_the_prompt(co
                 seen.update(k=k[:, :, 7:].clone(), v=v[:, :, 7:].clone())
                 return func(q, k, v, *args, **kwargs)
 
-            concept = concept_qkv(block, concepts, vec)
+            concept = concept_qkv(block, concepts, block.txt_mod(vec))
             img, txt = block(img=img.clone(), txt=txt.clone(), vec=vec, pe=pe,
                              transformer_options={"optimized_attention_override": keep})
             concepts = concept_update(block, concepts, concept_attention(concept, seen["k"], seen["v"]), concept)
@@ -215,16 +215,16 @@ def test_two_patched_models_keep_their_own_maps(comfy_modules, model, embeddings
 
 
 def test_patching_leaves_the_incoming_model_untouched(comfy_modules, model, embeddings):
-    _, _, api, flux = comfy_modules
+    _, _, api, patching = comfy_modules
     before_options = repr(model.model_options)
     before_wrappers = repr(model.wrappers)
     api.patch_model(model, embeddings, NAMES)
     assert repr(model.model_options) == before_options and repr(model.wrappers) == before_wrappers
-    assert flux.concept_store(model) is None
+    assert patching.concept_store(model) is None
 
 
 def test_exception_inside_sampling_leaves_nothing_behind(comfy_modules, model, embeddings):
-    sample_mod, patcher_extension, api, flux = comfy_modules
+    sample_mod, patcher_extension, api, patching = comfy_modules
     patched = api.patch_model(model, embeddings, NAMES)
     calls = []
 
@@ -236,11 +236,11 @@ def test_exception_inside_sampling_leaves_nothing_behind(comfy_modules, model, e
 
     failing = patched.clone()
     failing.add_wrapper_with_key(patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_fail", fail_on_second_step)
-    recorded = len(flux.concept_store(failing))
+    recorded = len(patching.concept_store(failing))
     with pytest.raises(KeyboardInterrupt):
         _sample(sample_mod, failing)
-    assert flux.CAPTURE_KEY not in failing.model_options["transformer_options"]
-    assert len(flux.concept_store(failing)) == recorded  # nothing recorded from the broken run
+    assert patching.CAPTURE_KEY not in failing.model_options["transformer_options"]
+    assert len(patching.concept_store(failing)) == recorded  # nothing recorded from the broken run
     ok = _sample(sample_mod, patched)
     assert torch.equal(ok, _sample(sample_mod, model))
     assert api.concept_maps(patched, ok, source="sampling") is not None
@@ -269,7 +269,7 @@ def test_lora_style_weight_patches_are_used_by_the_concept_stream(comfy_modules,
 
 
 def test_unsupported_model_error_names_supported_models(comfy_modules, embeddings):
-    _, _, api, flux = comfy_modules
+    _, _, api, patching = comfy_modules
     import comfy.model_patcher
 
     class NotFlux(torch.nn.Module):
@@ -278,7 +278,7 @@ def test_unsupported_model_error_names_supported_models(comfy_modules, embedding
     wrapper = torch.nn.Module()
     wrapper.diffusion_model = NotFlux()
     patcher = comfy.model_patcher.ModelPatcher(wrapper, torch.device("cpu"), torch.device("cpu"))
-    with pytest.raises(flux.UnsupportedModelError, match="Flux.1 dev, Flux.1 schnell"):
+    with pytest.raises(patching.UnsupportedModelError, match="Flux.1 dev, Flux.1 schnell"):
         api.patch_model(patcher, embeddings, NAMES)
 
 

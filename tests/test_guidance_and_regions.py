@@ -16,8 +16,8 @@ def comfy_modules():
     import comfy.patcher_extension
     import comfy.samplers
 
-    from concept_attention_pack.nodes import api, flux
-    return comfy.samplers, comfy.patcher_extension, api, flux
+    from concept_attention_pack.nodes import api, patching
+    return comfy.samplers, comfy.patcher_extension, api, patching
 
 
 @pytest.fixture(scope="module")
@@ -171,15 +171,16 @@ def test_perp_neg_guider_maps_come_from_its_positive_prompt(comfy_modules, model
 def test_a_failing_concept_stream_never_fails_sampling(comfy_modules, model, embeddings, monkeypatch, caplog):
     """If the maps cannot be taken (here: the concept update raises), sampling goes on with the same
     image, the log says so once, and asking for the captured maps names the reason."""
-    samplers, _, api, flux = comfy_modules
-    patched = api.patch_model(model, embeddings, NAMES, blocks="all")
+    samplers, _, api, patching = comfy_modules
+    # concepts of their own: an identical patch sampled this latent in another test (and would find its maps)
+    patched = api.patch_model(model, embeddings.flip(0), NAMES, blocks="all")
     calls = []
 
     def broken(*args, **kwargs):
         calls.append(1)
         raise RuntimeError("out of memory (injected)")
 
-    monkeypatch.setattr(flux, "concept_update", broken)
+    monkeypatch.setattr(patching, "concept_update", broken)
     positive, negative = _conds(1), _conds(2)
     with caplog.at_level("WARNING"):
         samples = _guided_sample(samplers, _cfg_guider(samplers, patched, positive, negative, 3.5))

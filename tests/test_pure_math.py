@@ -58,7 +58,7 @@ def test_concept_update_follows_the_spec_equations():
     g = torch.Generator().manual_seed(1)
     c, vec = torch.randn(1, 3, 8, generator=g), torch.randn(1, 8, generator=g)
     img_k, img_v = torch.randn(1, 2, 5, 4, generator=g), torch.randn(1, 2, 5, 4, generator=g)
-    concept = concept_stream.concept_qkv(block, c, vec)
+    concept = concept_stream.concept_qkv(block, c, block.txt_mod(vec))
     out = concept_stream.concept_attention(concept, img_k, img_v)
     got = concept_stream.concept_update(block, c, out, concept)
     # the spec, written out

@@ -15,8 +15,8 @@ def comfy_modules():
     import comfy.patcher_extension
     import comfy.sample
 
-    from concept_attention_pack.nodes import api, flux
-    return comfy.sample, comfy.patcher_extension, api, flux
+    from concept_attention_pack.nodes import api, patching
+    return comfy.sample, comfy.patcher_extension, api, patching
 
 
 @pytest.fixture(scope="module")
@@ -137,17 +137,18 @@ def test_sixty_four_concepts(comfy_modules):
 
 
 def test_second_patch_replaces_the_first(comfy_modules, embeddings):
-    sample_mod, _, api, flux = comfy_modules
+    sample_mod, _, api, patching = comfy_modules
     from tiny_flux import build_flux
     model = build_flux(seed=0, depth=3)
     first = api.patch_model(model, embeddings, NAMES, blocks="all")
     second = api.patch_model(first, embeddings[:2], ["left", "right"], blocks="0")
     hooks = second.model_options["transformer_options"]["patches_replace"]["dit"]
     assert all(hook.previous is None for hook in hooks.values())  # not chained onto the first patch
+    recorded_by_first = len(patching.concept_store(first))
     samples = _sample(sample_mod, second, batch=1)
     assert torch.equal(samples, _sample(sample_mod, model, batch=1))
     maps = api.concept_maps(second, samples, source="sampling")
-    assert maps.names == ("left", "right") and flux.concept_store(first).find(samples) is None
+    assert maps.names == ("left", "right") and len(patching.concept_store(first)) == recorded_by_first
 
 
 def test_latent_of_another_size_is_recomputed_never_mismatched(comfy_modules, embeddings):
@@ -163,11 +164,11 @@ def test_latent_of_another_size_is_recomputed_never_mismatched(comfy_modules, em
 
 def test_comfyui_interrupt_leaves_nothing_patched_or_held(comfy_modules, embeddings):
     import comfy.model_management
-    sample_mod, _, api, flux = comfy_modules
+    sample_mod, _, api, patching = comfy_modules
     from tiny_flux import build_flux
     model = build_flux(seed=0, depth=2)
     patched = api.patch_model(model, embeddings, NAMES)
-    recorded = len(flux.concept_store(patched))
+    recorded = len(patching.concept_store(patched))
 
     def interrupt(step, *args):
         if step == 1:
@@ -177,8 +178,8 @@ def test_comfyui_interrupt_leaves_nothing_patched_or_held(comfy_modules, embeddi
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         _sample(sample_mod, patched, batch=1, callback=interrupt)
     comfy.model_management.interrupt_current_processing(False)
-    assert flux.CAPTURE_KEY not in patched.model_options["transformer_options"]
-    assert len(flux.concept_store(patched)) == recorded
+    assert patching.CAPTURE_KEY not in patched.model_options["transformer_options"]
+    assert len(patching.concept_store(patched)) == recorded
     assert api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling") is not None
 
 
@@ -224,12 +225,12 @@ def _other_diffusion_models():
 
 def test_non_flux_models_are_refused_naming_the_supported_ones(comfy_modules, embeddings):
     import comfy.model_patcher
-    _, _, api, flux = comfy_modules
+    _, _, api, patching = comfy_modules
     for diffusion in _other_diffusion_models():
         holder = torch.nn.Module()
         holder.diffusion_model = diffusion
         patcher = comfy.model_patcher.ModelPatcher(holder, torch.device("cpu"), torch.device("cpu"))
-        with pytest.raises(flux.UnsupportedModelError,
+        with pytest.raises(patching.UnsupportedModelError,
                            match=f"model: this is a {type(diffusion).__name__} model; .*Flux.1 dev, Flux.1 schnell"):
             api.patch_model(patcher, embeddings, NAMES)
 

@@ -1,4 +1,5 @@
-"""The Flux.1 adapter: ModelPatcher glue that runs the concept stream beside a Flux model.
+"""ModelPatcher glue that runs the concept stream beside a Flux-family model (Flux.1, Flux.2,
+Chroma; what differs between them is in families.py).
 
 Only ModelPatcher APIs are used (clone, block replace patches, wrappers, the attention
 override): the incoming model is never mutated, and nothing stays hooked after a run.
@@ -8,7 +9,7 @@ Per sampling run: a SamplingRun put in place by the OUTER_SAMPLE wrapper, droppe
 Per predict_noise call: the first calc_cond_batch that contains the guider's positive prompt is
 the regular conditional pass (RegularPass); extra passes of guidance nodes (skip-layer, PAG, SAG,
 perp-neg's empty prompt) come later or lack the positive prompt, and never contribute.
-Per model call: a FluxConceptForward (the concept stream's state between blocks) put in place
+Per model call: a ConceptForward (the concept stream's state between blocks) put in place
 by the DIFFUSION_MODEL wrapper for the full-frame positive rows of a selected step's regular pass
 (area-conditioned chunks run on a crop and pass through untouched).
 """
@@ -20,12 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-import comfy.ldm.flux.model
 import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 import comfy.utils
-from comfy.ldm.flux.layers import timestep_embedding
 
 from .capture import (
     ConceptCapture, ConceptConfig, ConceptInputError, ConceptMaps, ConceptStore, patch_fingerprint,
@@ -34,6 +33,7 @@ from .concept_stream import (
     concept_attention, concept_qkv, concept_update, cross_attention_scores, normalize_over_concepts,
     output_space_scores, undo_rope,
 )
+from .families import Family, UnsupportedModelError, diffusion_model, family_of  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -45,42 +45,26 @@ WRAPPER_KEY = "concept_attention"
 WRAPPER_TYPES = (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.PREDICT_NOISE,
                  comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL)
 ENCODE_ROWS_PER_PASS = 8
-SUPPORTED = "Flux.1 dev, Flux.1 schnell and models built on them (Krea, fine-tunes, LoRAs)"
-
-
-class UnsupportedModelError(ConceptInputError):
-    pass
-
 
 class _StopAfterConcepts(Exception):
     """Ends an encode pass after the last scored double block (single blocks are not needed)."""
-
-
-def flux_diffusion_model(model) -> comfy.ldm.flux.model.Flux:
-    """The Flux.1 diffusion model inside a ModelPatcher, or a clear error naming what is supported."""
-    diffusion = getattr(getattr(model, "model", None), "diffusion_model", None)
-    name = type(diffusion).__name__ if diffusion is not None else type(model).__name__
-    if not isinstance(diffusion, comfy.ldm.flux.model.Flux):
-        raise UnsupportedModelError(
-            f"model: this is a {name} model; Concept Attention supports {SUPPORTED}. "
-            "Connect the MODEL from a Flux.1 checkpoint or UNET loader.")
-    params = diffusion.params
-    if getattr(params, "global_modulation", False) or getattr(diffusion, "vector_in", None) is None:
-        raise UnsupportedModelError(
-            f"model: this Flux-family model ({name} without per-block modulation or pooled vector, "
-            f"such as Flux.2 or Chroma) is not supported yet; Concept Attention supports {SUPPORTED}.")
-    return diffusion
 
 
 def concept_store(model) -> ConceptStore | None:
     return model.model_options.get("transformer_options", {}).get(STORE_KEY)
 
 
+def latent_scale(model) -> int:
+    """Image pixels per latent pixel (the VAE's downscale): 8 for Flux.1 and Chroma, 16 for Flux.2."""
+    return int(getattr(model.get_model_object("latent_format"), "spacial_downscale_ratio", 8))
+
+
 def model_signature(model, diffusion) -> str:
     """What identifies the model for sharing captured maps between identical patches: the
     architecture, a sample of the input projection's weights and the weight patches (LoRAs)."""
     params = diffusion.params
-    parts = [type(diffusion).__name__, len(diffusion.double_blocks), params.hidden_size, params.in_channels]
+    parts = [type(diffusion).__name__, len(diffusion.double_blocks), params.hidden_size, params.in_channels,
+             getattr(params, "global_modulation", False)]
     try:
         weight = diffusion.img_in.weight
         parts.append(hashlib.sha1(weight.detach().flatten()[:512].float().cpu().numpy().tobytes()).hexdigest())
@@ -90,24 +74,26 @@ def model_signature(model, diffusion) -> str:
     return repr(parts)
 
 
-def patch_flux(model, config: ConceptConfig):
+def patch(model, config: ConceptConfig):
     """Clone `model` and hook the concept stream into it. A model patched before is re-patched:
     the new concepts replace the old ones (one concept stream per model)."""
-    diffusion = flux_diffusion_model(model)
+    family = family_of(model)
+    diffusion = diffusion_model(model)
     depth = len(diffusion.double_blocks)
     if config.blocks[-1] >= depth:
         raise ConceptInputError(f"blocks: block {config.blocks[-1]} does not exist; this model has "
                                 f"double blocks 0-{depth - 1}.")
-    text_dim = diffusion.params.context_in_dim
+    text_dim = family.text_dim(diffusion)
     if config.embeddings.ndim != 2 or config.embeddings.shape != (len(config.names), text_dim):
         raise ConceptInputError(
             f"concept embeddings: expected shape [{len(config.names)}, {text_dim}] (one row per concept, "
-            f"the model's text width), received {list(config.embeddings.shape)}. For Flux.1 encode "
-            "concepts with the T5-XXL side of the Flux CLIP.")
+            f"the model's text width), received {list(config.embeddings.shape)}. For {family.name} encode "
+            f"concepts with {family.text_encoders}.")
 
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
-    options[STORE_KEY] = ConceptStore(config, patch_fingerprint(config, model_signature(model, diffusion)))
+    options[STORE_KEY] = ConceptStore(config, patch_fingerprint(config, model_signature(model, diffusion)),
+                                      family=family, latent_scale=latent_scale(model))
     for wrapper_type in WRAPPER_TYPES:
         patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
     for wrapper_type, wrapper in zip(WRAPPER_TYPES, (capture_sampling_run, mark_regular_pass, select_regular_pass,
@@ -116,9 +102,9 @@ def patch_flux(model, config: ConceptConfig):
     replaced = options.get("patches_replace", {}).get("dit", {})
     for index in range(config.stream_depth):
         previous = replaced.get(("double_block", index))
-        if isinstance(previous, FluxDoubleBlockHook):
+        if isinstance(previous, DoubleBlockHook):
             previous = previous.previous
-        patched.set_model_patch_replace(FluxDoubleBlockHook(index, previous), "dit", "double_block", index)
+        patched.set_model_patch_replace(DoubleBlockHook(index, previous), "dit", "double_block", index)
     return patched
 
 
@@ -126,8 +112,10 @@ class SamplingRun:
     """One sampling run: its capture, the guider (to recognise its positive prompt) and whether the
     current predict_noise call still has its regular pass to come."""
 
-    def __init__(self, capture: ConceptCapture, guider):
+    def __init__(self, capture: ConceptCapture, store: ConceptStore, guider):
         self.capture = capture
+        self.family = store.family
+        self.latent_scale = store.latent_scale
         self.guider = guider
         self.regular_pending = False
 
@@ -149,6 +137,8 @@ class RegularPass:
     """Marks the model calls of a step's regular conditional pass."""
 
     capture: ConceptCapture
+    family: Family
+    latent_scale: int
     positive_index: int  # the cond_or_uncond value of the positive prompt's chunks
     full_size: tuple[int, ...]  # spatial size of the whole latent; smaller chunks are area crops
 
@@ -165,7 +155,7 @@ def capture_sampling_run(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     capture = ConceptCapture(store.config)
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    guider.model_options.setdefault("transformer_options", {})[CAPTURE_KEY] = SamplingRun(capture, guider)
+    guider.model_options.setdefault("transformer_options", {})[CAPTURE_KEY] = SamplingRun(capture, store, guider)
     try:
         output = executor(*args, **kwargs)
     finally:
@@ -199,7 +189,7 @@ def select_regular_pass(executor, model, conds, x_in, timestep, model_options, *
         index = run.positive_index(conds)
         if index is not None:
             run.regular_pending = False
-            regular = RegularPass(run.capture, index, tuple(x_in.shape[2:]))
+            regular = RegularPass(run.capture, run.family, run.latent_scale, index, tuple(x_in.shape[2:]))
             model_options = {**model_options,
                              "transformer_options": {**model_options.get("transformer_options", {}), PASS_KEY: regular}}
     return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
@@ -218,7 +208,8 @@ def start_concept_stream(executor, x, timestep, context, y=None, guidance=None, 
                 rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], x.device,
                                      regular.positive_index)
                 if rows is not None:
-                    forward = FluxConceptForward(executor.class_obj, capture, x, timestep, guidance, *rows)
+                    forward = ConceptForward(regular.family, executor.class_obj, capture, x, timestep, guidance, *rows,
+                                             latent_scale=regular.latent_scale)
                     if forward.active:
                         transformer_options = {**transformer_options, FORWARD_KEY: forward}
         except Exception as error:
@@ -261,7 +252,7 @@ def _inference_dtype(base) -> torch.dtype:
     return getattr(base, "manual_cast_dtype", None) or base.get_dtype()
 
 
-class FluxDoubleBlockHook:
+class DoubleBlockHook:
     """Block replace patch for double block `index`. Shared, not copied, by ModelPatcher clones."""
 
     def __init__(self, index: int, previous=None):
@@ -282,13 +273,13 @@ class FluxDoubleBlockHook:
         return forward.run_block(self.index, args, run_block)
 
 
-class FluxConceptForward:
+class ConceptForward:
     """The concept stream during one model call: its tokens between blocks, for the positive rows."""
 
-    def __init__(self, diffusion, capture: ConceptCapture, x, timestep, guidance, rows, image_index,
-                 images: int, stop_after_stream: bool = False):
+    def __init__(self, family: Family, diffusion, capture: ConceptCapture, x, timestep, guidance, rows,
+                 image_index, images: int, stop_after_stream: bool = False, latent_scale: int = 8):
         config = capture.config
-        self.diffusion, self.capture, self.config = diffusion, capture, config
+        self.family, self.diffusion, self.capture, self.config = family, diffusion, capture, config
         self.rows, self.image_index = rows, image_index
         self.depth = config.stream_depth
         self.scored = frozenset(config.blocks)
@@ -297,18 +288,13 @@ class FluxConceptForward:
         height, width = x.shape[-2:]
         grid = ((height + patch // 2) // patch, (width + patch // 2) // patch)
         self.tokens = grid[0] * grid[1]
-        self.active = capture.begin_forward(images, grid, (height, width), x.device)
+        self.active = capture.begin_forward(images, grid, (height, width), x.device, (latent_scale, patch))
         if not self.active:
             return
 
-        dtype, device = x.dtype, x.device
-        count = len(image_index)
-        vec = diffusion.time_in(timestep_embedding(timestep[rows], 256).to(dtype))
-        if diffusion.params.guidance_embed and guidance is not None:
-            vec = vec + diffusion.guidance_in(timestep_embedding(guidance[rows], 256).to(dtype))
-        pooled = torch.zeros(count, diffusion.params.vec_in_dim, device=device, dtype=dtype)
-        self.vec = vec + diffusion.vector_in(pooled)  # the concept stream's own pooled vector is zero
-        embeddings = config.embeddings.to(device=device, dtype=dtype).expand(count, -1, -1)
+        dtype = x.dtype
+        self.concept_vec = family.concept_vector(diffusion, timestep, guidance, rows, dtype)
+        embeddings = capture.embeddings_on(x.device, dtype).expand(len(image_index), -1, -1)
         if getattr(diffusion, "txt_norm", None) is not None:
             embeddings = diffusion.txt_norm(embeddings)
         self.concepts = diffusion.txt_in(embeddings)
@@ -318,7 +304,8 @@ class FluxConceptForward:
             return run_block(args)
         try:
             block = self.diffusion.double_blocks[index]
-            concept = concept_qkv(block, self.concepts, self.vec)
+            modulation = self.family.concept_modulation(block, args["vec"], self.concept_vec, self.rows)
+            concept = concept_qkv(block, self.concepts, modulation)
         except Exception as error:
             self._fail(error)
             return run_block(args)
@@ -382,7 +369,7 @@ class FluxConceptForward:
         return found
 
 
-def _encode_pass(model, diffusion, capture, options, x0, noise, noise_level, context):
+def _encode_pass(model, family, diffusion, capture, options, x0, noise, noise_level, context):
     """One batched forward for S noises of B images, rows image-major (image b, noise s at b*S+s),
     stopped right after the last scored double block."""
     base, device = model.model, x0.device
@@ -393,15 +380,14 @@ def _encode_pass(model, diffusion, capture, options, x0, noise, noise_level, con
     sigma = torch.full((rows,), float(noise_level), device=device)
     context = context.to(device)
     context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
-    pooled = torch.zeros(rows, diffusion.params.vec_in_dim, device=device)
-    guidance = torch.zeros(rows, device=device)
+    conditioning = family.encode_conditioning(diffusion, rows, device)
     image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
-    forward = FluxConceptForward(diffusion, capture, x_t.to(_inference_dtype(base)),
-                                 base.model_sampling.timestep(sigma).float(), guidance, slice(0, rows),
-                                 image_index, images, stop_after_stream=True)
+    forward = ConceptForward(family, diffusion, capture, x_t.to(_inference_dtype(base)),
+                             base.model_sampling.timestep(sigma).float(), conditioning.get("guidance"), slice(0, rows),
+                             image_index, images, stop_after_stream=True, latent_scale=latent_scale(model))
     options = {**options, FORWARD_KEY: forward, "cond_or_uncond": [0], "sigmas": sigma}
     try:
-        base.apply_model(x_t, sigma, c_crossattn=context, y=pooled, guidance=guidance, transformer_options=options)
+        base.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options, **conditioning)
     except _StopAfterConcepts:
         return
     raise RuntimeError("Concept Attention: the encode pass ran past the last scored double block; "
@@ -420,7 +406,8 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     """
     import comfy.sample
 
-    diffusion = flux_diffusion_model(model)
+    family = family_of(model)
+    diffusion = diffusion_model(model)
     store = concept_store(model)
     if store is None:
         raise ConceptInputError("model: this MODEL has no concepts; connect it through a "
@@ -446,7 +433,7 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     for first in range(0, seeds_count, per_pass):
         comfy.model_management.throw_exception_if_processing_interrupted()
         chunk = noise[first:first + per_pass].to(device, torch.float32)
-        _encode_pass(model, diffusion, capture, options, x0, chunk, noise_level, context)
+        _encode_pass(model, family, diffusion, capture, options, x0, chunk, noise_level, context)
         progress.update(chunk.shape[0])
     maps = capture.result("latent")
     if maps is None:
