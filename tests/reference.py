@@ -275,11 +275,12 @@ class _ReferenceDoubleStream:
         raise NotImplementedError
 
     def run(self, x, t, context, guidance=None, concept_embeddings=None, blocks=(), variant="output space",
-            normalize_concepts=False, attn_mask=None, last_block=None):
+            normalize_concepts=False, attn_mask=None, last_block=None, prompt_ids=None):
         """One model call. x [B, C, h, w] latent rows as the diffusion model receives them, t [B],
         context [B, L, text_dim] exactly as the diffusion model receives it, guidance [B] or None,
         concept_embeddings [C, text_dim] or None, attn_mask the model's joint (prompt + image)
-        mask or None (concepts never see it: they attend to concept and image keys only).
+        mask or None (concepts never see it: they attend to concept and image keys only),
+        prompt_ids [B, L, A] to replace the model's prompt positions (what a post_input patch can do).
         Returns {"img", "txt", "concepts": per-block outputs (after block i),
         "img_attn": the image rows of each block's joint attention output (before proj),
         "txt_mods": each block's text-side modulation, "scores": {block: [B, C, N]}}."""
@@ -293,7 +294,8 @@ class _ReferenceDoubleStream:
         concepts = None
         if concept_embeddings is not None:
             concepts = self.embed_text(concept_embeddings.float().cpu()[None].expand(b, -1, -1))
-        cos, sin = rope_cos_sin(torch.cat([self.prompt_ids(b, txt.shape[1]), img_ids], dim=1), self.axes_dim, self.theta)
+        prompt_ids = self.prompt_ids(b, txt.shape[1]) if prompt_ids is None else prompt_ids.float().cpu()
+        cos, sin = rope_cos_sin(torch.cat([prompt_ids, img_ids], dim=1), self.axes_dim, self.theta)
         n_txt = txt.shape[1]
         out = {"img": [], "txt": [], "concepts": [], "img_attn": [], "txt_mods": [], "scores": {}}
         last = last_block if last_block is not None else (max(blocks) if blocks else self.depth - 1)
