@@ -283,6 +283,7 @@ class _ReferenceDoubleStream:
         prompt_ids [B, L, A] to replace the model's prompt positions (what a post_input patch can do).
         Returns {"img", "txt", "concepts": per-block outputs (after block i),
         "img_attn": the image rows of each block's joint attention output (before proj),
+        "img_q", "concept_q": queries [B, H, N or C, D] after QK-norm, before RoPE,
         "txt_mods": each block's text-side modulation, "scores": {block: [B, C, N]}}."""
         x, t, context = x.float().cpu(), t.float().cpu(), context.float().cpu()
         guidance = None if guidance is None else guidance.float().cpu()
@@ -297,7 +298,8 @@ class _ReferenceDoubleStream:
         prompt_ids = self.prompt_ids(b, txt.shape[1]) if prompt_ids is None else prompt_ids.float().cpu()
         cos, sin = rope_cos_sin(torch.cat([prompt_ids, img_ids], dim=1), self.axes_dim, self.theta)
         n_txt = txt.shape[1]
-        out = {"img": [], "txt": [], "concepts": [], "img_attn": [], "txt_mods": [], "scores": {}}
+        out = {"img": [], "txt": [], "concepts": [], "img_attn": [], "txt_mods": [], "img_q": [], "concept_q": [],
+               "scores": {}}
         last = last_block if last_block is not None else (max(blocks) if blocks else self.depth - 1)
         for i in range(last + 1):
             p = f"double_blocks.{i}"
@@ -323,11 +325,13 @@ class _ReferenceDoubleStream:
                         raise ValueError(f"variant: {variant!r}")
                 concepts = self.update(f"{p}.txt", concepts, concept_out, txt_mods)
                 out["concepts"].append(concepts)
+                out["concept_q"].append(cq)
             img = self.update(f"{p}.img", img, img_out, img_mods)
             txt = self.update(f"{p}.txt", txt, txt_out, txt_mods)
             out["img"].append(img)
             out["txt"].append(txt)
             out["img_attn"].append(img_out)
+            out["img_q"].append(iq)
             out["txt_mods"].append(txt_mods)
         return out
 

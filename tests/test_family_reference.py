@@ -9,7 +9,9 @@ attend to concept keys instead of prompt keys (the same vectors here) and sit at
 Chroma (prompt positions are 0) the model's own prompt stream is therefore the concept stream,
 block after block. Flux.2 gives prompt tokens positions 0..L-1 on axis 3; a `post_input` patch
 (a ComfyUI extension point) sets them to 0 in the real model, whose prompt stream must then equal
-the concept stream, and without that patch it must not (RoPE on the prompt matters)."""
+the concept stream, and without that patch it must not (RoPE on the prompt matters). The same
+call checks both score variants' inputs: the concept and image queries before RoPE (captured
+with an attn1_patch) and the joint attention's rows (captured with an attention override)."""
 from __future__ import annotations
 
 import pytest
@@ -174,13 +176,32 @@ def test_concept_stream_is_the_prompt_stream_when_concepts_are_the_prompt_at_pos
     def zero_prompt_positions(args):
         return {**args, "txt_ids": torch.zeros_like(args["txt_ids"])}
 
+    queries = []
+
+    def keep_queries(q, k, v, pe=None, attn_mask=None, extra_options=None):
+        if extra_options.get("block_type") == "double":  # q after QK-norm, before RoPE: [prompt; image]
+            queries.append(q.clone())
+        return {}
+
     at_zero = models[family].clone()
     if not chroma:
         at_zero.set_model_patch(zero_prompt_positions, "post_input")
+    at_zero.set_model_patch(keep_queries, "attn1_patch")
     blocks = capture_double_blocks(at_zero)
     _call_diffusion_model(at_zero, family, x, t, context, guidance)
+    run = ref.run(x, t, context, guidance, concept_embeddings=context[0], prompt_ids=at_origin,
+                  blocks=list(range(ref.depth)), variant="cross attention")
+    output_space = ref.run(x, t, context, guidance, context[0], list(range(ref.depth)), prompt_ids=at_origin)["scores"]
     for i in range(ref.depth):
         assert _rel_error(concepts[i], blocks[i]["txt"]) < TOLERANCE
+        # the cross-attention variant's inputs: concept queries and image queries before RoPE
+        assert _rel_error(run["concept_q"][i], queries[i][:, :, :7]) < TOLERANCE
+        assert _rel_error(run["img_q"][i], queries[i][:, :, 7:]) < TOLERANCE
+        expected = torch.einsum("bhcd,bhnd->bcn", queries[i][:, :, :7], queries[i][:, :, 7:])
+        assert _rel_error(run["scores"][i], expected) < TOLERANCE
+        # output space: the concepts' attention output (here the prompt rows) . the image rows
+        joint = blocks[i]["attn"]
+        assert _rel_error(output_space[i], joint[:, :7] @ joint[:, 7:].transpose(1, 2)) < TOLERANCE
     if not chroma:  # control: with the prompt's own positions, the streams differ from the first block
         moved = models[family].clone()
         moved_blocks = capture_double_blocks(moved)
