@@ -229,13 +229,15 @@ class _ReferenceDoubleStream:
     def linear(self, name, x):
         return linear(self.w, name, x)
 
+    def norm_weight(self, name):
+        """RMSNorm scales are `.weight` in 0.29 (`.scale` in older ComfyUI)."""
+        return self.w[f"{name}.weight"] if f"{name}.weight" in self.w else self.w[f"{name}.scale"]
+
     def qkv(self, prefix, x):
         q, k, v = self.linear(f"{prefix}.qkv", x).chunk(3, dim=-1)
         q, k, v = heads(q, self.num_heads), heads(k, self.num_heads), heads(v, self.num_heads)
-        q = rms(q, self.w[f"{prefix}.norm.query_norm.weight" if f"{prefix}.norm.query_norm.weight" in self.w
-                          else f"{prefix}.norm.query_norm.scale"], self.qk_eps)
-        k = rms(k, self.w[f"{prefix}.norm.key_norm.weight" if f"{prefix}.norm.key_norm.weight" in self.w
-                          else f"{prefix}.norm.key_norm.scale"], self.qk_eps)
+        q = rms(q, self.norm_weight(f"{prefix}.norm.query_norm"), self.qk_eps)
+        k = rms(k, self.norm_weight(f"{prefix}.norm.key_norm"), self.qk_eps)
         return q, k, v
 
     def mlp_forward(self, prefix, x):
@@ -366,7 +368,7 @@ class ReferenceFlux2(_ReferenceDoubleStream):
 
     def embed_text(self, context):
         if self.txt_norm_eps is not None:
-            context = rms(context, self.w["txt_norm.weight"], self.txt_norm_eps)
+            context = rms(context, self.norm_weight("txt_norm"), self.txt_norm_eps)
         return self.linear("txt_in", context)
 
     def vector(self, t, guidance):
@@ -413,8 +415,7 @@ class ReferenceChroma(_ReferenceDoubleStream):
         x = torch.cat([tg[:, None].expand(-1, CHROMA_MODULATION_SLOTS, -1), slots], dim=-1)
         x = self.linear("distilled_guidance_layer.in_proj", x)
         for j in range(self.approximator_layers):
-            normed = rms(x, self.w[f"distilled_guidance_layer.norms.{j}.weight" if f"distilled_guidance_layer.norms.{j}.weight" in self.w
-                                   else f"distilled_guidance_layer.norms.{j}.scale"], self.approximator_eps)
+            normed = rms(x, self.norm_weight(f"distilled_guidance_layer.norms.{j}"), self.approximator_eps)
             x = x + mlp_embed(self.w, f"distilled_guidance_layer.layers.{j}", normed)
         return self.linear("distilled_guidance_layer.out_proj", x)
 
