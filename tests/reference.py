@@ -158,3 +158,307 @@ def linear_normalization(x, dim):
 def mean_softmax_maps(score_list):
     """Softmax over concepts per (step, block), then the mean: [B, C, N]."""
     return torch.stack([s.softmax(dim=1) for s in score_list]).mean(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flux.2 (dev, Klein) and Chroma. Same concept stream as above; what differs is where the
+# modulations come from, the MLP, biases and positions. Written from the design page's section
+# "Flux.2 (dev, Klein) and Chroma: what we compute", on raw weights; no ComfyUI forward is called.
+# Unlike ReferenceFlux, only the C concept query rows are computed (the same numbers as the
+# authors' full attention with its image rows discarded).
+# ---------------------------------------------------------------------------------------------
+
+
+def rms_norm_eps(module) -> float:
+    """The epsilon a ComfyUI RMSNorm module uses (torch's RMSNorm: None means finfo(float32).eps)."""
+    eps = getattr(module, "eps", 1e-6)
+    return torch.finfo(torch.float32).eps if eps is None else float(eps)
+
+
+def rms(x, weight, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rope_cos_sin(ids, axes_dim, theta):
+    """ids [B, L, A] -> (cos, sin) [B, L, D/2], angles in float64 then cast, as ComfyUI builds its
+    rotation matrices (one angle per consecutive feature pair; axis a owns axes_dim[a] features)."""
+    angles = []
+    for axis, dim in enumerate(axes_dim):
+        omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+        angles.append(ids[..., axis:axis + 1].double() * omega)
+    angles = torch.cat(angles, dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def rotate_pairs(x, cos, sin):
+    """x [B, H, L, D]; rotate each pair (x0, x1) by its angle."""
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    cos, sin = cos[:, None], sin[:, None]
+    return torch.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], dim=-1).flatten(-2)
+
+
+def masked_attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(D) [+ mask]) v, heads concatenated. mask [B, Lq, Lk] (or broadcastable):
+    boolean (True = may attend, as torch's SDPA) or additive."""
+    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        mask = mask.to(logits.device)
+        if mask.ndim == 3:
+            mask = mask[:, None]
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask.float()
+    return (torch.softmax(logits, dim=-1) @ v).transpose(1, 2).flatten(2)
+
+
+class _ReferenceDoubleStream:
+    """Shared double-block arithmetic: prompt + image joint attention as in the model; concepts
+    with the text-side weights and the text-side modulation, attending to concept and image keys."""
+
+    mlp = "gelu"
+
+    def __init__(self, diffusion_model, weight_deltas=None):
+        self.w = {k: v.detach().float().cpu() for k, v in diffusion_model.state_dict().items()}
+        for name, delta in (weight_deltas or {}).items():
+            self.w[name] = self.w[name] + delta
+        block = diffusion_model.double_blocks[0]
+        self.num_heads = block.num_heads
+        self.depth = len(diffusion_model.double_blocks)
+        self.qk_eps = rms_norm_eps(block.img_attn.norm.query_norm)
+        p = diffusion_model.params
+        self.axes_dim, self.theta, self.patch_size = list(p.axes_dim), p.theta, p.patch_size
+
+    def linear(self, name, x):
+        return linear(self.w, name, x)
+
+    def norm_weight(self, name):
+        """RMSNorm scales are `.weight` in 0.29 (`.scale` in older ComfyUI)."""
+        return self.w[f"{name}.weight"] if f"{name}.weight" in self.w else self.w[f"{name}.scale"]
+
+    def qkv(self, prefix, x):
+        q, k, v = self.linear(f"{prefix}.qkv", x).chunk(3, dim=-1)
+        q, k, v = heads(q, self.num_heads), heads(k, self.num_heads), heads(v, self.num_heads)
+        q = rms(q, self.norm_weight(f"{prefix}.norm.query_norm"), self.qk_eps)
+        k = rms(k, self.norm_weight(f"{prefix}.norm.key_norm"), self.qk_eps)
+        return q, k, v
+
+    def mlp_forward(self, prefix, x):
+        hidden = self.linear(f"{prefix}_mlp.0", x)
+        if self.mlp == "silu_gated":
+            gate, value = hidden.chunk(2, dim=-1)
+            hidden = F.silu(gate) * value
+        else:
+            hidden = F.gelu(hidden, approximate="tanh")
+        return self.linear(f"{prefix}_mlp.2", hidden)
+
+    def update(self, prefix, x, attn_out, mods):
+        (shift1, scale1, gate1), (shift2, scale2, gate2) = mods
+        x = x + gate1 * self.linear(f"{prefix}_attn.proj", attn_out)
+        return x + gate2 * self.mlp_forward(prefix, (1 + scale2) * layer_norm(x) + shift2)
+
+    def patchify(self, x):
+        """x [B, C, h, w] -> tokens [B, N, C*p*p] and positions [B, N, A] as the model builds them."""
+        b, ch, height, width = x.shape
+        ps = self.patch_size
+        gh, gw = -(-height // ps), -(-width // ps)
+        x = F.pad(x, (0, gw * ps - width, 0, gh * ps - height), mode="circular")
+        tokens = x.reshape(b, ch, gh, ps, gw, ps).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, ch * ps * ps)
+        ids = torch.zeros(gh, gw, len(self.axes_dim))
+        ids[..., 1] = torch.arange(gh)[:, None].float()
+        ids[..., 2] = torch.arange(gw)[None].float()
+        return tokens, ids.reshape(1, -1, len(self.axes_dim)).expand(b, -1, -1)
+
+    def prompt_ids(self, b, length):
+        return torch.zeros(b, length, len(self.axes_dim))
+
+    def embed_text(self, context):
+        return self.linear("txt_in", context)
+
+    def double_modulations(self, conditioning, i):
+        """((img_mod1, img_mod2), (txt_mod1, txt_mod2)), each mod (shift, scale, gate) [B, 1, d]."""
+        raise NotImplementedError
+
+    def run(self, x, t, context, guidance=None, concept_embeddings=None, blocks=(), variant="output space",
+            normalize_concepts=False, attn_mask=None, last_block=None, prompt_ids=None):
+        """One model call. x [B, C, h, w] latent rows as the diffusion model receives them, t [B],
+        context [B, L, text_dim] exactly as the diffusion model receives it, guidance [B] or None,
+        concept_embeddings [C, text_dim] or None, attn_mask the model's joint (prompt + image)
+        mask or None (concepts never see it: they attend to concept and image keys only),
+        prompt_ids [B, L, A] to replace the model's prompt positions (what a post_input patch can do).
+        Returns {"img", "txt", "concepts": per-block outputs (after block i),
+        "img_attn": the image rows of each block's joint attention output (before proj),
+        "img_q", "concept_q": queries [B, H, N or C, D] after QK-norm, before RoPE,
+        "txt_mods": each block's text-side modulation, "scores": {block: [B, C, N]}}."""
+        x, t, context = x.float().cpu(), t.float().cpu(), context.float().cpu()
+        guidance = None if guidance is None else guidance.float().cpu()
+        b = x.shape[0]
+        tokens, img_ids = self.patchify(x)
+        img = self.linear("img_in", tokens)
+        txt = self.embed_text(context)
+        conditioning = self.conditioning(t, guidance, b)
+        concepts = None
+        if concept_embeddings is not None:
+            concepts = self.embed_text(concept_embeddings.float().cpu()[None].expand(b, -1, -1))
+        prompt_ids = self.prompt_ids(b, txt.shape[1]) if prompt_ids is None else prompt_ids.float().cpu()
+        cos, sin = rope_cos_sin(torch.cat([prompt_ids, img_ids], dim=1), self.axes_dim, self.theta)
+        n_txt = txt.shape[1]
+        out = {"img": [], "txt": [], "concepts": [], "img_attn": [], "txt_mods": [], "img_q": [], "concept_q": [],
+               "scores": {}}
+        last = last_block if last_block is not None else (max(blocks) if blocks else self.depth - 1)
+        for i in range(last + 1):
+            p = f"double_blocks.{i}"
+            img_mods, txt_mods = self.double_modulations(conditioning, i)
+            iq, ik, iv = self.qkv(f"{p}.img_attn", (1 + img_mods[0][1]) * layer_norm(img) + img_mods[0][0])
+            tq, tk, tv = self.qkv(f"{p}.txt_attn", (1 + txt_mods[0][1]) * layer_norm(txt) + txt_mods[0][0])
+            q = rotate_pairs(torch.cat([tq, iq], 2), cos, sin)
+            k = rotate_pairs(torch.cat([tk, ik], 2), cos, sin)
+            joint = masked_attention(q, k, torch.cat([tv, iv], 2), attn_mask)
+            txt_out, img_out = joint[:, :n_txt], joint[:, n_txt:]
+            if concepts is not None:
+                cq, ck, cv = self.qkv(f"{p}.txt_attn", (1 + txt_mods[0][1]) * layer_norm(concepts) + txt_mods[0][0])
+                # concept positions are 0 on every axis: RoPE is the identity on concept queries and keys
+                concept_out = masked_attention(cq, torch.cat([ck, k[:, :, n_txt:]], 2), torch.cat([cv, iv], 2))
+                if i in blocks:
+                    if variant == "output space":
+                        vectors = linear_normalization(concept_out, 1) if normalize_concepts else concept_out
+                        out["scores"][i] = vectors @ img_out.transpose(1, 2)
+                    elif variant == "cross attention":
+                        vectors = linear_normalization(cq, 2) if normalize_concepts else cq
+                        out["scores"][i] = torch.einsum("bhcd,bhnd->bcn", vectors, iq)
+                    else:
+                        raise ValueError(f"variant: {variant!r}")
+                concepts = self.update(f"{p}.txt", concepts, concept_out, txt_mods)
+                out["concepts"].append(concepts)
+                out["concept_q"].append(cq)
+            img = self.update(f"{p}.img", img, img_out, img_mods)
+            txt = self.update(f"{p}.txt", txt, txt_out, txt_mods)
+            out["img"].append(img)
+            out["txt"].append(txt)
+            out["img_attn"].append(img_out)
+            out["img_q"].append(iq)
+            out["txt_mods"].append(txt_mods)
+        return out
+
+
+def _six(vectors):
+    """[B, 1, 6d] or six [B, 1, d] -> ((shift1, scale1, gate1), (shift2, scale2, gate2))."""
+    parts = vectors.chunk(6, dim=-1) if torch.is_tensor(vectors) else vectors
+    return tuple(parts[:3]), tuple(parts[3:])
+
+
+class ReferenceFlux2(_ReferenceDoubleStream):
+    """Flux.2 dev (guidance embedding) and Klein (none). vec = time_in(t) [+ guidance_in(g)]
+    (no pooled vector); every double block takes the same two modulations, shared by the model:
+    double_stream_modulation_img(vec) and double_stream_modulation_txt(vec). No biases anywhere,
+    SiLU-gated MLPs, optional RMSNorm on the prompt features (txt_norm) before txt_in, which the
+    concept embeddings get too. Prompt token l sits at position l on axis 3 (txt_ids_dims),
+    image tokens at (0, row, col, 0), concept tokens at 0."""
+
+    mlp = "silu_gated"
+
+    def __init__(self, diffusion_model, weight_deltas=None):
+        super().__init__(diffusion_model, weight_deltas)
+        p = diffusion_model.params
+        self.guidance_embed, self.txt_ids_dims = p.guidance_embed, list(p.txt_ids_dims)
+        self.txt_norm_eps = rms_norm_eps(diffusion_model.txt_norm) if getattr(p, "txt_norm", False) else None
+
+    def prompt_ids(self, b, length):
+        ids = torch.zeros(b, length, len(self.axes_dim))
+        for axis in self.txt_ids_dims:
+            ids[..., axis] = torch.arange(length).float()
+        return ids
+
+    def embed_text(self, context):
+        if self.txt_norm_eps is not None:
+            context = rms(context, self.norm_weight("txt_norm"), self.txt_norm_eps)
+        return self.linear("txt_in", context)
+
+    def vector(self, t, guidance):
+        vec = mlp_embed(self.w, "time_in", timestep_embedding(t))
+        if self.guidance_embed and guidance is not None:
+            vec = vec + mlp_embed(self.w, "guidance_in", timestep_embedding(guidance))
+        return vec
+
+    def conditioning(self, t, guidance, b):
+        vec = self.vector(t, guidance)
+        img = self.linear("double_stream_modulation_img.lin", F.silu(vec))[:, None]
+        txt = self.linear("double_stream_modulation_txt.lin", F.silu(vec))[:, None]
+        return _six(img), _six(txt)
+
+    def double_modulations(self, conditioning, i):
+        return conditioning
+
+    def concept_scores(self, x, t, context, guidance, concept_embeddings, blocks, variant="output space",
+                       normalize_concepts=False, attn_mask=None):
+        """{block: [B, C, N]}; x [B, 128, h, w], context as the model receives it (512 rows)."""
+        return self.run(x, t, context, guidance, concept_embeddings, blocks, variant, normalize_concepts,
+                        attn_mask)["scores"]
+
+
+CHROMA_MODULATION_SLOTS = 344  # ComfyUI's Chroma always asks its approximator for 344 vectors
+
+
+class ReferenceChroma(_ReferenceDoubleStream):
+    """Chroma: Flux.1's double blocks (biases, GELU MLP) without their own modulation layers.
+    The approximator (distilled_guidance_layer) maps [emb16(t), emb16(guidance), emb32(slot)] for
+    344 slots to 344 vectors; the layout is single blocks (3 each), then image sides of the double
+    blocks (6 each), then their text sides (6 each), then the final layer (2). Double block i's
+    text side is what the prompt, and so the concepts, get. All prompt positions are 0."""
+
+    def __init__(self, diffusion_model, weight_deltas=None):
+        super().__init__(diffusion_model, weight_deltas)
+        self.singles = len(diffusion_model.single_blocks)
+        self.approximator_layers = len(diffusion_model.distilled_guidance_layer.layers)
+        self.approximator_eps = rms_norm_eps(diffusion_model.distilled_guidance_layer.norms[0])
+
+    def approximator(self, t, guidance, b):
+        slots = timestep_embedding(torch.arange(CHROMA_MODULATION_SLOTS), 32)[None].expand(b, -1, -1)
+        tg = torch.cat([timestep_embedding(t, 16), timestep_embedding(guidance, 16)], dim=1)
+        x = torch.cat([tg[:, None].expand(-1, CHROMA_MODULATION_SLOTS, -1), slots], dim=-1)
+        x = self.linear("distilled_guidance_layer.in_proj", x)
+        for j in range(self.approximator_layers):
+            normed = rms(x, self.norm_weight(f"distilled_guidance_layer.norms.{j}"), self.approximator_eps)
+            x = x + mlp_embed(self.w, f"distilled_guidance_layer.layers.{j}", normed)
+        return self.linear("distilled_guidance_layer.out_proj", x)
+
+    def conditioning(self, t, guidance, b):
+        guidance = torch.zeros(b) if guidance is None else guidance
+        return self.approximator(t, guidance, b)
+
+    def double_modulations(self, vectors, i):
+        img = 3 * self.singles + 6 * i
+        txt = 3 * self.singles + 6 * self.depth + 6 * i
+        return (_six([vectors[:, j:j + 1] for j in range(img, img + 6)]),
+                _six([vectors[:, j:j + 1] for j in range(txt, txt + 6)]))
+
+    def concept_scores(self, x, t, context, guidance, concept_embeddings, blocks, variant="output space",
+                       normalize_concepts=False, attn_mask=None):
+        """{block: [B, C, N]}; x [B, 16, h, w]; guidance defaults to 0 as in ComfyUI."""
+        return self.run(x, t, context, guidance, concept_embeddings, blocks, variant, normalize_concepts,
+                        attn_mask)["scores"]
+
+
+def reference_for(model_patcher, weight_deltas=None):
+    """The reference class matching a tiny ComfyUI model: Flux.2 (dev/Klein), Chroma or Flux.1."""
+    diffusion = model_patcher.model.diffusion_model
+    if hasattr(diffusion, "distilled_guidance_layer"):
+        return ReferenceChroma(diffusion, weight_deltas)
+    if getattr(diffusion.params, "global_modulation", False):
+        return ReferenceFlux2(diffusion, weight_deltas)
+    return ReferenceFlux(diffusion, weight_deltas)
+
+
+def pad_flux2_context(context, length=512):
+    """What ComfyUI does to a Flux.2 prompt before the model: left-pad with zero rows to 512."""
+    return F.pad(context, (0, 0, max(0, length - context.shape[1]), 0))
+
+
+def encode_path_inputs(model_patcher, latent, noise, t):
+    """Inputs of the encode path's one model call per family: x_t = t * noise + (1 - t) * x0 with
+    x0 the latent as the model sees it (process_latent_in), timestep t, guidance 0 where the model
+    has a guidance input (Flux.2 dev, Chroma's approximator, Flux.1 dev), None otherwise (Klein,
+    schnell). Returns {"x", "t", "guidance"}."""
+    x0 = model_patcher.model.process_latent_in(latent).float()
+    b = x0.shape[0]
+    diffusion = model_patcher.model.diffusion_model
+    has_guidance = hasattr(diffusion, "distilled_guidance_layer") or bool(getattr(diffusion.params, "guidance_embed", False))
+    return {"x": t * noise.float() + (1 - t) * x0, "t": torch.full((b,), float(t)),
+            "guidance": torch.zeros(b) if has_guidance else None}
