@@ -23,6 +23,8 @@ class Family:
     description = ""  # for the list of supported models
     text_encoders = ""  # which CLIP the concepts need, for error messages
     text_keys: tuple[str, ...] = ()  # the tokenizer output whose hidden states feed the model's txt_in
+    # the diffusion model's forward arguments, in order (what a DIFFUSION_MODEL wrapper receives)
+    forward_arguments = ("x", "timestep", "context", "y", "guidance", "ref_latents", "control", "transformer_options")
 
     @classmethod
     def matches(cls, diffusion) -> bool:
@@ -113,6 +115,7 @@ class Chroma(Family):
     description = "Chroma"
     text_encoders = "CLIPLoader with type 'chroma' (t5xxl)"
     text_keys = ("t5xxl",)
+    forward_arguments = ("x", "timestep", "context", "guidance", "control", "transformer_options")
 
     @classmethod
     def matches(cls, diffusion) -> bool:

@@ -15,6 +15,7 @@ by the DIFFUSION_MODEL wrapper for the full-frame positive rows of a selected st
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -96,8 +97,9 @@ def patch(model, config: ConceptConfig):
                                       family=family, latent_scale=latent_scale(model))
     for wrapper_type in WRAPPER_TYPES:
         patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
-    for wrapper_type, wrapper in zip(WRAPPER_TYPES, (capture_sampling_run, mark_regular_pass, select_regular_pass,
-                                                     start_concept_stream)):
+    wrappers = (capture_sampling_run, mark_regular_pass, select_regular_pass,
+                functools.partial(start_concept_stream, family.forward_arguments))
+    for wrapper_type, wrapper in zip(WRAPPER_TYPES, wrappers):
         patched.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
     replaced = options.get("patches_replace", {}).get("dit", {})
     for index in range(config.stream_depth):
@@ -195,12 +197,15 @@ def select_regular_pass(executor, model, conds, x_in, timestep, model_options, *
     return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
 
 
-def start_concept_stream(executor, x, timestep, context, y=None, guidance=None, ref_latents=None,
-                         control=None, transformer_options={}, **kwargs):
-    """DIFFUSION_MODEL wrapper: set up the concept stream for the full-frame positive rows of a
-    selected step's regular pass. Anything that goes wrong here is logged once and the call
-    passes through: maps may be missing, sampling never fails because of them."""
+def start_concept_stream(names: tuple[str, ...], executor, *args, **kwargs):
+    """DIFFUSION_MODEL wrapper (bound to the family's forward argument `names`): set up the concept
+    stream for the full-frame positive rows of a selected step's regular pass. Anything that goes
+    wrong here is logged once and the call passes through: maps may be missing, sampling never
+    fails because of them."""
+    call = {**dict(zip(names, args)), **kwargs}
+    transformer_options = call.get("transformer_options") or {}
     regular = transformer_options.get(PASS_KEY)
+    x = call["x"]
     if regular is not None and tuple(x.shape[2:]) == regular.full_size:
         capture = regular.capture
         try:
@@ -208,13 +213,21 @@ def start_concept_stream(executor, x, timestep, context, y=None, guidance=None, 
                 rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], x.device,
                                      regular.positive_index)
                 if rows is not None:
-                    forward = ConceptForward(regular.family, executor.class_obj, capture, x, timestep, guidance, *rows,
-                                             latent_scale=regular.latent_scale)
+                    forward = ConceptForward(regular.family, executor.class_obj, capture, x, call["timestep"],
+                                             call.get("guidance"), *rows, latent_scale=regular.latent_scale)
                     if forward.active:
-                        transformer_options = {**transformer_options, FORWARD_KEY: forward}
+                        args, kwargs = _with_options(names, args, kwargs, {**transformer_options, FORWARD_KEY: forward})
         except Exception as error:
             capture.fail(f"{type(error).__name__}: {error}")
-    return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
+    return executor(*args, **kwargs)
+
+
+def _with_options(names, args, kwargs, options):
+    """The same call with other transformer_options, where the caller put them."""
+    index = names.index("transformer_options")
+    if len(args) > index:
+        return (*args[:index], options, *args[index + 1:]), kwargs
+    return args, {**kwargs, "transformer_options": options}
 
 
 def _step_selected(config: ConceptConfig, transformer_options) -> bool:
@@ -378,7 +391,8 @@ def _encode_pass(model, family, diffusion, capture, options, x0, noise, noise_le
     x0 = x0.repeat_interleave(seeds_count, dim=0)
     x_t = noise_level * noise.transpose(0, 1).reshape(x0.shape) + (1.0 - noise_level) * x0
     sigma = torch.full((rows,), float(noise_level), device=device)
-    context = context.to(device)
+    prepared = base.extra_conds(cross_attn=context).get("c_crossattn")  # the model's own prompt preparation
+    context = (prepared.cond if prepared is not None else context).to(device)  # (Flux.2: left-padded to 512)
     context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
     conditioning = family.encode_conditioning(diffusion, rows, device)
     image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)

@@ -1,0 +1,203 @@
+"""The pack on Flux.2 dev, Flux.2 Klein and Chroma inside real ComfyUI 0.29 (tiny random models):
+maps equal the independent float32 reference of each family's equations (tests/reference.py, raw
+weights, no pack code), the sampled latent is bit-identical with and without the patch, the
+encode path, the text encoders, and the same Python API as for Flux.1."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import COMFYUI
+
+pytestmark = pytest.mark.comfy
+try:
+    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
+    _GATED = COMFYUI is not None and not families_supported()
+except ImportError:  # pragma: no cover
+    _GATED, FAMILIES_SKIP_REASON = False, ""
+if _GATED:
+    pytestmark = [pytest.mark.comfy, pytest.mark.skip(reason=FAMILIES_SKIP_REASON)]
+
+NAMES = ["dragon", "sky", "background"]
+FAMILIES = ["dev", "klein", "chroma"]
+SHAPES = {"dev": (6, 10), "klein": (5, 9), "chroma": (7, 10)}  # non-square; odd sizes where the family pads
+
+
+def _rel_error(actual, expected):
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def api():
+    from concept_attention_pack.nodes import api
+    return api
+
+
+@pytest.fixture(scope="module")
+def models():
+    from tiny_flux import build_chroma, build_flux2
+    return {"dev": build_flux2(seed=0, depth=3), "klein": build_flux2(seed=0, klein=True, depth=3),
+            "chroma": build_chroma(seed=0, depth=3)}
+
+
+def _text_dim(family):
+    from tiny_flux import CHROMA_TEXT_DIM, FLUX2_TEXT_DIM
+    return CHROMA_TEXT_DIM if family == "chroma" else FLUX2_TEXT_DIM
+
+
+def _embeddings(family):
+    return torch.randn(len(NAMES), _text_dim(family), generator=torch.Generator().manual_seed(5))
+
+
+def _conditioning(family, seed):
+    from tiny_flux import random_chroma_conditioning, random_flux2_conditioning
+    if family == "chroma":
+        return random_chroma_conditioning(tokens=6, seed=seed)
+    return random_flux2_conditioning(tokens=6, seed=seed, guidance=3.5 if family == "dev" else None)
+
+
+def _channels(family):
+    return 16 if family == "chroma" else 128
+
+
+def _sample(model, family, batch=2, cfg=3.0, sampler="euler", steps=3, seed=0):
+    import comfy.sample
+    latent = torch.zeros(batch, _channels(family), *SHAPES[family])
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", _conditioning(family, 1),
+                               _conditioning(family, 2), latent, disable_pbar=True)
+
+
+def _reference_maps(model, calls, embeddings, blocks, variant, window, normalize):
+    from reference import mean_softmax_maps, reference_for
+    ref = reference_for(model)
+    per_image = {}
+    for call in calls:
+        schedule = call["schedule"]
+        step = int((schedule >= call["sigma"]).sum()) - 1
+        if not window[0] <= step / (len(schedule) - 1) < window[1]:
+            continue
+        chunk = call["x"].shape[0] // len(call["cond_or_uncond"])
+        for j, kind in enumerate(call["cond_or_uncond"]):
+            if kind != 0:
+                continue
+            rows = slice(j * chunk, (j + 1) * chunk)
+            guidance = None if call["guidance"] is None else call["guidance"][rows]
+            scores = ref.concept_scores(call["x"][rows], call["t"][rows], call["context"][rows], guidance,
+                                        embeddings, blocks, variant, normalize)
+            for s in scores.values():
+                for image in range(chunk):
+                    per_image.setdefault(image, []).append(s[image:image + 1])
+    return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("variant,blocks,block_ids,window,normalize", [
+    ("output space", "1-2", [1, 2], (0.0, 1.0), True),
+    ("output space", "0,2", [0, 2], (0.3, 1.0), False),
+    ("cross attention", "all", [0, 1, 2], (0.0, 0.7), True),
+])
+def test_sampling_maps_equal_the_family_reference(api, models, family, variant, blocks, block_ids, window, normalize):
+    from tiny_flux import record_diffusion_calls
+    model, embeddings = models[family], _embeddings(family)
+    patched = api.patch_model(model, embeddings, NAMES, blocks=blocks, variant=variant, start_percent=window[0],
+                              end_percent=window[1], normalize_concepts=normalize)
+    calls = record_diffusion_calls(patched)
+    samples = _sample(patched, family, steps=4)
+    maps = api.concept_maps(patched, samples, source="sampling")
+    grid = {"dev": (6, 10), "klein": (5, 9), "chroma": (4, 5)}[family]
+    assert maps.maps.shape == (2, 3, *grid)
+    expected = _reference_maps(model, calls, embeddings, block_ids, variant, window, normalize)
+    assert _rel_error(maps.maps.flatten(2), expected) < 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_sampled_latent_is_bit_identical_with_and_without_patch(api, models, family, sampler, cfg):
+    model = models[family]
+    patched = api.patch_model(model, _embeddings(family), NAMES, blocks="all")
+    plain = _sample(model, family, batch=2, cfg=cfg, sampler=sampler)
+    with_maps = _sample(patched, family, batch=2, cfg=cfg, sampler=sampler)
+    assert torch.equal(plain, with_maps)
+    assert api.concept_maps(patched, with_maps, source="sampling").maps.shape[0] == 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_encode_path_equals_the_family_reference(api, models, family):
+    """Two images, three seeds, an odd latent: noised at sigma 0.5, guidance 0 where the model has a
+    guidance input, the prompt prepared as the model prepares it (Flux.2: left-padded to 512)."""
+    from reference import encode_path_inputs, mean_softmax_maps, reference_for
+    model, embeddings = models[family], _embeddings(family)
+    prompt = torch.randn(1, 5, _text_dim(family), generator=torch.Generator().manual_seed(8))
+    patched = api.patch_model(model, embeddings, NAMES, blocks="1-2", empty_prompt=prompt)
+    latent = torch.randn(2, _channels(family), *SHAPES[family], generator=torch.Generator().manual_seed(9))
+    noise = torch.randn(3, *latent.shape, generator=torch.Generator().manual_seed(10))
+    maps = api.concept_maps(patched, latent, source="latent", sigma=0.5, noise=noise)
+    assert maps.source == "latent" and maps.latent_size == SHAPES[family]
+
+    ref = reference_for(model)
+    context = model.model.extra_conds(cross_attn=prompt)["c_crossattn"].cond  # what ComfyUI feeds the model
+    if family != "chroma":
+        assert context.shape[1] == 512
+    expected = []
+    for image in range(2):
+        scores = []
+        for seed in range(3):
+            inputs = encode_path_inputs(model, latent[image:image + 1], noise[seed, image:image + 1], 0.5)
+            scores += list(ref.concept_scores(inputs["x"], inputs["t"], context, inputs["guidance"], embeddings,
+                                              [1, 2], "output space", True).values())
+        expected.append(mean_softmax_maps(scores))
+    assert _rel_error(maps.maps.flatten(2), torch.cat(expected)) < 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_masks_are_at_image_size(api, models, family):
+    """Flux.2 latents are 16 pixels per latent pixel with 1x1 patches, Chroma's 8 with 2x2: the masks
+    come out at the decoded image's size either way (odd sizes cropped back, never stretched)."""
+    model = models[family]
+    patched = api.patch_model(model, _embeddings(family), NAMES)
+    maps = api.concept_maps(patched, _sample(patched, family, batch=1), source="sampling")
+    scale = 8 if family == "chroma" else 16
+    assert api.concept_masks(maps).shape == (1, 3, SHAPES[family][0] * scale, SHAPES[family][1] * scale)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_concept_attention_node_encodes_concepts_with_the_family_text_encoder(models, family):
+    """The nodes, with each family's tiny text encoder built from ComfyUI's own classes: the concept
+    embeddings are the mean of the concept's own tokens (found as tests/tiny_flux.own_token_positions
+    documents them), and Concept Saliency gives masks for the sampled latent."""
+    from concept_attention_pack.nodes.concept_nodes import ConceptAttention, ConceptSaliency
+    from concept_attention_pack.nodes.patching import concept_store
+    from tiny_flux import own_token_positions, tiny_chroma_clip, tiny_flux2_clip, tiny_klein_clip
+    clip = {"dev": tiny_flux2_clip, "klein": tiny_klein_clip, "chroma": tiny_chroma_clip}[family](seed=0)
+    names = ["dog", "skyscraper window", "forêt"]
+    patched = ConceptAttention.execute(models[family], clip, "\n".join(names), "last 4", 0.0, 1.0,
+                                       "output space", True).result[0]
+    embeddings = concept_store(patched).config.embeddings
+    for row, name in zip(embeddings, names):
+        encoded = clip.encode_from_tokens(clip.tokenize(name))[0]
+        torch.testing.assert_close(row, encoded[own_token_positions(clip, name)].float().mean(0))
+    samples = _sample(patched, family, batch=1)
+    out = ConceptSaliency.execute(patched, {"samples": samples}, "dog", "auto", 0.5, 0, 1)
+    masks, mask = out.result[0], out.result[2]
+    scale = 8 if family == "chroma" else 16
+    assert masks.shape == (3, SHAPES[family][0] * scale, SHAPES[family][1] * scale)
+    assert mask.shape == (1, *masks.shape[1:]) and out.ui["text"][0].startswith("maps captured while sampling")
+
+
+def test_a_model_the_pack_cannot_handle_is_refused_listing_the_families(api):
+    import comfy.model_patcher
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    from concept_attention_pack.nodes.families import UnsupportedModelError
+    holder = torch.nn.Module()
+    holder.diffusion_model = MMDiT(input_size=None, patch_size=2, in_channels=16, depth=1, num_patches=4096,
+                                   adm_in_channels=32, context_embedder_config={
+                                       "target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}},
+                                   operations=comfy.ops.disable_weight_init)
+    patcher = comfy.model_patcher.ModelPatcher(holder, torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(UnsupportedModelError, match="MMDiT model; Concept Attention supports Flux.1 dev, .*Flux.2 dev "
+                                                    "and Flux.2 Klein .*; Chroma"):
+        api.patch_model(patcher, torch.zeros(3, 64), NAMES)
