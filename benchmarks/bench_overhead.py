@@ -45,6 +45,25 @@ PRESETS = {
     "cpu": dict(device="cpu", dtype="fp32", depth=2, single=4, sizes="256", steps=1, steps_check="2,8", repeats=5),
     "gpu": dict(device="cuda", dtype="bf16", depth=19, single=38, sizes="512,1024,2048", steps=4,
                 steps_check="4,28", repeats=5),
+    # Flux.2 Klein 4B: 5 double + 20 single blocks (1:4); dev: 8 + 48 (1:6).
+    "klein-cpu": dict(family="klein", device="cpu", dtype="fp32", depth=1, single=4, sizes="256", steps=1,
+                      steps_check="2,8", repeats=5),
+    "klein-gpu": dict(family="klein", device="cuda", dtype="bf16", depth=5, single=20, sizes="512,1024,2048", steps=4,
+                      steps_check="4,28", repeats=5),
+    "flux2-dev-cpu": dict(family="flux2-dev", device="cpu", dtype="fp32", depth=1, single=6, sizes="256", steps=1,
+                          steps_check="", repeats=3),
+    "flux2-dev-gpu": dict(family="flux2-dev", device="cuda", dtype="bf16", depth=8, single=48, sizes="512,1024", steps=4,
+                          steps_check="4,28", repeats=5),
+}
+# Real widths per family: hidden size, heads (head dim 128), text width (the encoder's hidden states; Flux.2
+# stacks three layers), pooled vector, latent channels and pixels per latent pixel, guidance input, MLP ratio.
+FAMILIES = {
+    "flux1": dict(label="Flux.1 dev", hidden=3072, heads=24, text=4096, pooled=768, channels=16, scale=8,
+                  guidance=True, mlp=4.0),
+    "klein": dict(label="Flux.2 Klein 4B", hidden=3072, heads=24, text=3 * 2560, pooled=None, channels=128, scale=16,
+                  guidance=False, mlp=3.0),
+    "flux2-dev": dict(label="Flux.2 dev", hidden=6144, heads=48, text=3 * 5120, pooled=None, channels=128, scale=16,
+                      guidance=True, mlp=3.0),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STREAM_PIECES = ("concept_qkv", "concept_attention", "concept_update", "output_space_scores",
@@ -54,6 +73,7 @@ STREAM_PIECES = ("concept_qkv", "concept_attention", "concept_update", "output_s
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="cpu", help="defaults for the options below")
+    parser.add_argument("--family", choices=FAMILIES, help="model family (default flux1; the klein/flux2-dev presets set it)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument("--dtype", choices=DTYPES)
     parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19)")
@@ -68,19 +88,25 @@ def parse_args():
                         help="C of the full-attention reference, the encode path and the steps check")
     parser.add_argument("--text-tokens", type=int, default=256,
                         help="prompt tokens (ComfyUI pads Flux's T5 prompt to at least 256)")
-    parser.add_argument("--hidden", type=int, default=3072, help="block width; change only for smoke tests")
-    parser.add_argument("--heads", type=int, default=24)
+    parser.add_argument("--hidden", type=int, help="block width (default: the family's); change only for smoke tests")
+    parser.add_argument("--heads", type=int)
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", "/opt/ComfyUI"))
     parser.add_argument("--name", help="results file name (default from the settings)")
     args = parser.parse_args()
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.family = args.family or "flux1"
+    spec = FAMILIES[args.family]
+    args.hidden = args.hidden or spec["hidden"]
+    args.heads = args.heads or spec["heads"]
+    args.text_dim, args.mlp_ratio = spec["text"], spec["mlp"]
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.concepts = [int(c) for c in args.concepts.split(",")]
     args.steps_check = [int(s) for s in args.steps_check.split(",")] if args.steps_check else []
     args.blocks = [b.strip() for b in args.blocks.split(";")]
-    args.name = args.name or f"{args.device}-{args.dtype}-d{args.depth}s{args.single}-" + "-".join(map(str, args.sizes))
+    args.name = args.name or (f"{args.family}-{args.device}-{args.dtype}-d{args.depth}s{args.single}-"
+                              + "-".join(map(str, args.sizes)))
     return args
 
 
@@ -96,16 +122,21 @@ def start(args):
 
 
 def build_model(args):
-    """A ModelPatcher around a Flux.1 dev of the real width with random weights (std 0.02, QK-norm
+    """A ModelPatcher around a model of the family's real width with random weights (std 0.02, QK-norm
     scales 1), initialised in place so that only one copy of the weights exists."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
-    from tiny_flux import flux_config
+    from tiny_flux import flux2_config, flux_config
 
-    config = flux_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
-                         context=4096, pooled=768)
-    model_config = comfy.supported_models.Flux(config)
+    if args.family == "flux1":
+        config = flux_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
+                             context=4096, pooled=768)
+        model_config = comfy.supported_models.Flux(config)
+    else:
+        config = flux2_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
+                              context=args.text_dim, guidance=FAMILIES[args.family]["guidance"])
+        model_config = comfy.supported_models.Flux2(config)
     model_config.set_inference_dtype(DTYPES[args.dtype], None)
     model = model_config.get_model({})
     generator = torch.Generator().manual_seed(0)
@@ -238,21 +269,26 @@ class Bench:
         self.device = comfy.model_management.get_torch_device()
         self.meter = Meter(self.device)
         generator = torch.Generator().manual_seed(1)
-        self.context = torch.randn(1, args.text_tokens, 4096, generator=generator)
-        self.pooled = torch.randn(1, 768, generator=generator)
+        self.spec = FAMILIES[args.family]
+        self.context = torch.randn(1, args.text_tokens, args.text_dim, generator=generator)
+        self.pooled = torch.randn(1, self.spec["pooled"], generator=generator) if self.spec["pooled"] else None
         count = max(args.concepts + [args.focus])
-        self.embeddings = torch.randn(count, 4096, generator=generator)
+        self.embeddings = torch.randn(count, args.text_dim, generator=generator)
         self.names = [f"concept {i}" for i in range(count)]
 
     def patched(self, concepts, blocks):
         return self.api.patch_model(self.model, self.embeddings[:concepts], self.names[:concepts], blocks=blocks)
 
+    def latent(self, size):
+        return torch.zeros(1, self.spec["channels"], size // self.spec["scale"], size // self.spec["scale"])
+
     def sample(self, model, size, steps):
         """Flux dev's usual sampling: cfg 1 (the guidance is embedded; no negative pass), euler, simple."""
         import comfy.sample
-        latent = torch.zeros(1, 16, size // 8, size // 8)
+        latent = self.latent(size)
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
-        cond = [[self.context, {"pooled_output": self.pooled, "guidance": 3.5}]]
+        extra = {"pooled_output": self.pooled} if self.pooled is not None else {}
+        cond = [[self.context, {**extra, **({"guidance": 3.5} if self.spec["guidance"] else {})}]]
         return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", cond, cond, latent, disable_pbar=True)
 
     def variant(self, variant):
@@ -327,8 +363,12 @@ class Bench:
         import comfy.model_management
         label = self.configs()[0][1]
         model = self.patched(self.args.focus, label.split(" = ")[0])
-        latent = torch.randn(1, 16, size // 8, size // 8, generator=torch.Generator().manual_seed(2))
+        latent = torch.randn(self.latent(size).shape, generator=torch.Generator().manual_seed(2))
         base = self.model.model
+        context = base.extra_conds(cross_attn=self.context)["c_crossattn"].cond  # as sampling prepares it
+        inputs = {"guidance": torch.full((1,), 3.5)} if self.spec["guidance"] else {}
+        if self.pooled is not None:
+            inputs["y"] = self.pooled
 
         def encode():
             return self.api.concept_maps(model, latent, source="latent", sigma=0.5, conditioning=self.context)
@@ -337,7 +377,7 @@ class Bench:
             comfy.model_management.load_models_gpu([self.model])
             with torch.no_grad():
                 return base.apply_model(latent.to(self.device), torch.full((1,), 0.5, device=self.device),
-                                        c_crossattn=self.context, y=self.pooled, guidance=torch.full((1,), 3.5))
+                                        c_crossattn=context, **inputs)
 
         encode(), forward()  # warm-up
         times = {"encode": [], "forward": []}
@@ -367,17 +407,28 @@ class Bench:
 def forward_flops(args, size) -> float:
     """Analytic multiply-adds of one Flux forward (batch 1): every block costs 12 d^2 per token
     (qkv 3, proj 1, MLP 8; single blocks: linear1 7, linear2 5) plus 2 T^2 d for attention."""
-    d, n, text = args.hidden, (size // 16) ** 2, args.text_tokens
+    d, n, text = args.hidden, (size // 16) ** 2, _text_tokens(args)
     tokens = n + text
-    block = 12 * d * d * tokens + 2 * tokens * tokens * d
+    block = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d
     return ((args.depth + args.single) * block + args.depth * 12 * d * d + args.single * 3 * d * d
-            + text * 4096 * d + n * 64 * d)
+            + text * args.text_dim * d + n * 64 * d)
+
+
+def _text_tokens(args) -> int:
+    return max(args.text_tokens, 512) if args.family != "flux1" else args.text_tokens  # Flux.2 pads to 512
+
+
+def _block_d2(args) -> float:
+    """Multiply-adds per token of one block's linear layers, in d^2: qkv 3, proj 1, MLP 2r (Flux.2's
+    SiLU-gated MLP: 3r)."""
+    return 4 + (3 if args.family != "flux1" else 2) * args.mlp_ratio
 
 
 def encode_flops(args, size, scored) -> float:
     """The encode pass: the plain forward's double blocks up to the last scored one."""
-    d, tokens = args.hidden, (size // 16) ** 2 + args.text_tokens
-    return (scored[-1] + 1) * (12 * d * d * tokens + 2 * tokens * tokens * d + 12 * d * d) + args.text_tokens * 4096 * d
+    d, tokens = args.hidden, (size // 16) ** 2 + _text_tokens(args)
+    return ((scored[-1] + 1) * (_block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 12 * d * d)
+            + _text_tokens(args) * args.text_dim * d)
 
 
 def stream_flops(args, size, concepts, scored, variant) -> float:
@@ -387,8 +438,8 @@ def stream_flops(args, size, concepts, scored, variant) -> float:
     d, n, c = args.hidden, (size // 16) ** 2, concepts
     depth = scored[-1] + 1
     attention = 2 * (c + n) ** 2 * d if variant == REFERENCE else 2 * c * (c + n) * d
-    return (depth * (6 * d * d + 3 * d * d * c + attention) + (depth - 1) * 9 * d * d * c
-            + len(scored) * c * n * d + c * 4096 * d)
+    return (depth * (6 * d * d + 3 * d * d * c + attention) + (depth - 1) * (_block_d2(args) - 3) * d * d * c
+            + len(scored) * c * n * d + c * args.text_dim * d)
 
 
 def markdown(rows, columns):
@@ -399,8 +450,8 @@ def markdown(rows, columns):
 
 
 def report(args, meter, sampling, encode, steps):
-    out = [f"Flux.1 dev, width {args.hidden} ({args.heads} heads), {args.depth} double + {args.single} single blocks, "
-           f"{args.text_tokens} prompt tokens, {args.dtype} on {args.device}; {args.steps} euler steps, cfg 1; "
+    out = [f"{FAMILIES[args.family]['label']}, width {args.hidden} ({args.heads} heads), text width {args.text_dim}, "
+           f"{args.depth} double + {args.single} single blocks, {_text_tokens(args)} prompt tokens, {args.dtype} on {args.device}; {args.steps} euler steps, cfg 1; "
            f"wall times: medians of {args.repeats} interleaved rounds (overhead: median of each run's ratio to the plain "
            f"time interpolated between the plain runs around it); memory: one probe run per model "
            f"({meter.method}).", ""]
