@@ -201,3 +201,22 @@ def test_a_model_the_pack_cannot_handle_is_refused_listing_the_families(api):
     with pytest.raises(UnsupportedModelError, match="MMDiT model; Concept Attention supports Flux.1 dev, .*Flux.2 dev "
                                                     "and Flux.2 Klein .*; Chroma"):
         api.patch_model(patcher, torch.zeros(3, 64), NAMES)
+
+
+@pytest.mark.parametrize("method", ["index", "index_timestep_zero"])
+def test_flux2_reference_images_leave_the_image_unchanged_and_maps_cover_the_generated_image(api, models, method):
+    """Multi-reference editing appends the reference images' tokens after the generated image's: the
+    maps cover the generated image only."""
+    import comfy.sample
+    model = models["klein"]
+    patched = api.patch_model(model, _embeddings("klein"), NAMES)
+    positive = _conditioning("klein", 1)
+    positive[0][1].update(reference_latents=[torch.randn(1, 128, 4, 6, generator=torch.Generator().manual_seed(3))],
+                          reference_latents_method=method)
+    latent = torch.zeros(1, 128, *SHAPES["klein"])
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    run = lambda m: comfy.sample.sample(m, noise, 2, 1.0, "euler", "simple", positive, positive, latent,  # noqa: E731
+                                        disable_pbar=True)
+    plain, with_maps = run(model), run(patched)
+    assert torch.equal(plain, with_maps)
+    assert api.concept_maps(patched, with_maps, source="sampling").maps.shape == (1, 3, *SHAPES["klein"])
