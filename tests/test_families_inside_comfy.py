@@ -220,3 +220,20 @@ def test_flux2_reference_images_leave_the_image_unchanged_and_maps_cover_the_gen
     plain, with_maps = run(model), run(patched)
     assert torch.equal(plain, with_maps)
     assert api.concept_maps(patched, with_maps, source="sampling").maps.shape == (1, 3, *SHAPES["klein"])
+
+
+def test_concept_embeddings_reach_the_device_once_per_run(api, models, monkeypatch):
+    """No host-to-device copy of the embeddings per model call (on CUDA each would synchronise): every
+    call of a run gets the same device tensor."""
+    from concept_attention_pack.nodes.capture import ConceptCapture
+    handed_out = []
+    original = ConceptCapture.embeddings_on
+
+    def spy(self, device, dtype):
+        handed_out.append(original(self, device, dtype))
+        return handed_out[-1]
+
+    monkeypatch.setattr(ConceptCapture, "embeddings_on", spy)
+    patched = api.patch_model(models["dev"], _embeddings("dev"), NAMES)
+    _sample(patched, "dev", batch=1, cfg=3.0, steps=3)
+    assert len(handed_out) == 3 and all(t is handed_out[0] for t in handed_out)
