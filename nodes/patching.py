@@ -138,9 +138,7 @@ class SamplingRun:
 class RegularPass:
     """Marks the model calls of a step's regular conditional pass."""
 
-    capture: ConceptCapture
-    family: Family
-    latent_scale: int
+    run: SamplingRun
     positive_index: int  # the cond_or_uncond value of the positive prompt's chunks
     full_size: tuple[int, ...]  # spatial size of the whole latent; smaller chunks are area crops
 
@@ -191,7 +189,7 @@ def select_regular_pass(executor, model, conds, x_in, timestep, model_options, *
         index = run.positive_index(conds)
         if index is not None:
             run.regular_pending = False
-            regular = RegularPass(run.capture, run.family, run.latent_scale, index, tuple(x_in.shape[2:]))
+            regular = RegularPass(run, index, tuple(x_in.shape[2:]))
             model_options = {**model_options,
                              "transformer_options": {**model_options.get("transformer_options", {}), PASS_KEY: regular}}
     return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
@@ -207,14 +205,15 @@ def start_concept_stream(names: tuple[str, ...], executor, *args, **kwargs):
     regular = transformer_options.get(PASS_KEY)
     x = call["x"]
     if regular is not None and tuple(x.shape[2:]) == regular.full_size:
-        capture = regular.capture
+        run = regular.run
+        capture = run.capture
         try:
             if _step_selected(capture.config, transformer_options):
                 rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], x.device,
                                      regular.positive_index)
                 if rows is not None:
-                    forward = ConceptForward(regular.family, executor.class_obj, capture, x, call["timestep"],
-                                             call.get("guidance"), *rows, latent_scale=regular.latent_scale)
+                    forward = ConceptForward(run.family, executor.class_obj, capture, x, call["timestep"],
+                                             call.get("guidance"), *rows, latent_scale=run.latent_scale)
                     if forward.active:
                         args, kwargs = _with_options(names, args, kwargs, {**transformer_options, FORWARD_KEY: forward})
         except Exception as error:
