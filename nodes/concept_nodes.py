@@ -6,8 +6,8 @@ from comfy_api.latest import io
 
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
-from .masks import MASK_MODES, apply_mask_mode, colorize, select_concepts
-from .render import overlay, segmentation
+from .masks import MASK_MODES, select_concepts
+from .outputs import saliency_outputs
 from .text_encoding import encode_concepts, encode_prompt
 
 CATEGORY = "conditioning/concept attention"
@@ -144,9 +144,4 @@ class ConceptSaliency(io.ComfyNode):
             seeds=range(seed, seed + seed_count), conditioning=context)
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
-        masks = apply_mask_mode(soft, mask_mode, threshold)
-        mask = masks[:, chosen].amax(dim=1)
-        if invert:
-            mask = 1.0 - mask
-        return io.NodeOutput(masks.flatten(0, 1), colorize(soft), mask, overlay(soft, maps.names, image),
-                             segmentation(soft, maps.names))
+        return io.NodeOutput(*saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image))
