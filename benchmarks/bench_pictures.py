@@ -16,7 +16,14 @@ Each case runs in a fresh subprocess:
    RSS every millisecond (a lower bound). The returned tensors are counted in the peak: "peak /
    outputs" compares it with the bytes of the returned tensors that are new (a `soft` mask_mode
    returns the input itself, which is not counted);
-4. more calls, time only (--repeats in all): median and minimum.
+4. more calls, time only (--repeats in all): median and minimum;
+5. the fresh-memory floor: the time to allocate and fill (with zeros) tensors of the outputs'
+   shapes, median of --repeats. It is the kernel's page-fault cost of the outputs' memory, which
+   no implementation avoids (on this project's virtual machine about 5 us per 4 KiB page).
+
+"others' CPU" is the largest share of the machine's CPUs that other processes (and the
+hypervisor, as steal time) took during a timed call: on a shared machine timings are only as good
+as it is small.
 
 The code measured is nodes/outputs.py `saliency_outputs`, which ConceptSaliency.execute calls.
 `--pack DIR` measures another checkout of the pack (e.g. an older commit exported with
@@ -183,7 +190,15 @@ def worker(args):
             output_bytes = sum(storages.values())
             shapes = [list(t.shape) for t in outputs]
         del outputs
-    print(json.dumps(dict(case=args.worker, path=path, seconds=times, first_s=times[0],
+    floor = []  # what the kernel alone takes to hand out fresh memory for the outputs (page faults)
+    for repeat in range(args.repeats):
+        gc.collect()
+        start = time.perf_counter()
+        buffers = [torch.empty(shape).fill_(0) for shape in shapes]
+        floor.append(time.perf_counter() - start)
+        del buffers
+    print(json.dumps(dict(case=args.worker, path=path, seconds=times, first_s=times[0], floor_s=floor,
+                          floor_median_s=statistics.median(floor),
                           median_s=statistics.median(times), min_s=min(times), peak_bytes=peak,
                           output_bytes=output_bytes, peak_over_outputs=peak / output_bytes, shapes=shapes,
                           memory_method=meter.method, cpu_share_taken_by_others=max(others),
@@ -205,11 +220,12 @@ def main():
         r = rows[-1]
         print(f"{case}: first {r['first_s']:.2f} s, median {r['median_s']:.2f} s, peak {r['peak_bytes'] / 2**20:.0f} MiB "
               f"({r['peak_over_outputs']:.2f}x outputs)", flush=True)
-    lines = ["| B x C x H x W | first call s | median s (min) | peak RSS MiB | outputs MiB | peak / outputs | others' CPU |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| B x C x H x W | first call s | median s (min) | fresh-memory floor s | peak RSS MiB | outputs MiB "
+             "| peak / outputs | others' CPU |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b, c, h, w = r["case"].split("x")
         lines.append(f"| {b} x {c} x {h} x {w} | {r['first_s']:.2f} | {r['median_s']:.2f} ({r['min_s']:.2f}) | "
+                     f"{r['floor_median_s']:.2f} | "
                      f"{r['peak_bytes'] / 2**20:.0f} | {r['output_bytes'] / 2**20:.0f} | {r['peak_over_outputs']:.2f} | "
                      f"{100 * r['cpu_share_taken_by_others']:.0f}% |")
     table = "\n".join(lines)

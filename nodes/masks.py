@@ -5,6 +5,7 @@ MASK is [B, H, W] float 0..1 (1 = the concept); IMAGE is [B, H, W, 3] float 0..1
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -62,40 +63,52 @@ def plasma_lut(device: str = "cpu") -> torch.Tensor:
     return (table[index] * (1 - frac) + table[index + 1] * frac).clamp(0, 1).float().to(device)
 
 
+CHUNK_PIXELS = (1 << 21, 1 << 23)  # a chunk of concepts covers 2-8 Mpixels (1/16 of the work, in that range)
+
+
+def concept_chunks(c: int, pixels: int, budget: int | None = None):
+    """(first, end) ranges of concepts, each covering about `budget` pixels (at least one concept;
+    default: 1/16 of all, within CHUNK_PIXELS). Work is done a chunk at a time: few large torch
+    operations (each a parallel region, costly on a busy CPU) and temporaries of one chunk only."""
+    if budget is None:
+        budget = min(max(c * pixels // 16, CHUNK_PIXELS[0]), CHUNK_PIXELS[1])
+    step = max(1, min(c, budget // max(1, pixels)))
+    return [(k, min(c, k + step)) for k in range(0, c, step)]
+
+
 def colorize(maps: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """[B, C, H, W] -> IMAGE [B*C, H, W, 3], image-major; one min/max per image over all concepts.
 
     Each map is scaled to the colour table's positions, rounded to the nearest entry and gathered,
-    one concept at a time into the output (no full-size temporaries)."""
+    a chunk of concepts at a time into the output (no full-size temporaries)."""
     b, c, h, w = maps.shape
     if out is None:
         out = torch.empty(b * c, h, w, 3, device=maps.device)
     lut = plasma_lut(str(maps.device))
-    position = torch.empty(h, w, device=maps.device)
-    index = torch.empty(h, w, dtype=torch.int32, device=maps.device)
+    chunks = concept_chunks(c, h * w)
+    step = chunks[0][1]
+    position = torch.empty(step, h, w, device=maps.device)
+    index = torch.empty(step, h, w, dtype=torch.int32, device=maps.device)
     for i in range(b):
         low, high = (v.item() for v in torch.aminmax(maps[i]))
-        scale = (LUT_SIZE - 1) / max(high - low, 1e-12)
-        for k in range(c):
-            torch.mul(maps[i, k], scale, out=position)
-            position.add_(0.5 - low * scale).clamp_(0, LUT_SIZE - 1)
-            index.copy_(position)  # truncation of values >= 0: the nearest entry
-            torch.index_select(lut, 0, index.view(-1), out=out[i * c + k].view(-1, 3))
+        finite = math.isfinite(low) and math.isfinite(high)
+        scale = (LUT_SIZE - 1) / max(high - low, 1e-12) if finite else 0.0
+        offset = torch.tensor(0.5 - low * scale if finite else 0.0, device=maps.device)  # +0.5: nearest entry
+        for first, end in chunks:
+            n = end - first
+            # low..high -> 0.5..LUT_SIZE - 0.5 (float32 rounding is far below 0.5): no clamp needed
+            torch.add(offset, maps[i, first:end], alpha=scale, out=position[:n])
+            if not finite:
+                position[:n].nan_to_num_(0.0).clamp_(0, LUT_SIZE - 1)
+            index[:n].copy_(position[:n])  # truncation of values >= 0
+            torch.index_select(lut, 0, index[:n].view(-1), out=out[i * c + first:i * c + end].view(-1, 3))
     return out
 
 
 def winners(maps: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, H, W] int64: each pixel's strongest concept (the first one on ties, as
-    argmax). The maximum over concepts is one fast reduction; the index is then found concept by
-    concept from the last, so the first maximal concept is written last."""
-    b, c, h, w = maps.shape
-    best = maps.amax(dim=1)
-    winner = torch.full((b, h, w), c - 1, dtype=torch.int64, device=maps.device)
-    equal = torch.empty((b, h, w), dtype=torch.bool, device=maps.device)
-    for k in range(c - 2, -1, -1):
-        torch.eq(maps[:, k], best, out=equal)
-        winner.masked_fill_(equal, k)
-    return winner
+    argmax), in one reduction."""
+    return maps.max(dim=1).indices
 
 
 MASK_MODES = ("soft", "above mean", "otsu", "threshold", "exclusive")
@@ -106,29 +119,29 @@ def apply_mask_mode(maps: torch.Tensor, mode: str, threshold: float = 0.5,
     """[B, C, H, W] soft maps -> masks. 'soft': unchanged. 'above mean' (the paper's binary mask),
     'otsu', 'threshold': 0/1 per concept map. 'exclusive': each pixel to its arg-max concept, so the
     masks partition the image (they sum to exactly 1 per pixel). `winner`: winners(maps), when
-    already computed. The masks are written concept by concept into one new tensor."""
+    already computed. The masks are written a chunk of concepts at a time into one new tensor."""
     if mode == "soft":
         return maps
+    if mode not in MASK_MODES:
+        raise ConceptInputError(f"mask_mode: expected one of {MASK_MODES}, received {mode!r}.")
     b, c = maps.shape[:2]
+    chunks = concept_chunks(c, b * maps.shape[2] * maps.shape[3])
+    out = torch.empty(maps.shape, dtype=maps.dtype, device=maps.device)
     if mode == "exclusive":
-        winner = winners(maps) if winner is None else winner
-        out = torch.empty(maps.shape, dtype=maps.dtype, device=maps.device)
-        for k in range(c):
-            torch.eq(winner, k, out=out[:, k])
+        winner = (winners(maps) if winner is None else winner)[:, None]
+        for first, end in chunks:
+            concepts = torch.arange(first, end, device=maps.device)[None, :, None, None]
+            torch.eq(winner, concepts, out=out[:, first:end])
         return out
     flat = maps.flatten(2)
     if mode == "above mean":
         cut = flat.mean(dim=2)
     elif mode == "otsu":
         cut = otsu_thresholds(flat)
-    elif mode == "threshold":
+    else:  # threshold
         cut = torch.full(flat.shape[:2], float(threshold), dtype=maps.dtype, device=maps.device)
-    else:
-        raise ConceptInputError(f"mask_mode: expected one of {MASK_MODES}, received {mode!r}.")
-    out = torch.empty(maps.shape, dtype=maps.dtype, device=maps.device)
-    for i in range(b):
-        for k in range(c):
-            torch.gt(maps[i, k], cut[i, k], out=out[i, k])
+    for first, end in chunks:
+        torch.gt(maps[:, first:end], cut[:, first:end, None, None], out=out[:, first:end])
     return out
 
 

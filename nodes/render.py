@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .capture import ConceptInputError
 from .fonts import label_font, shorten
-from .masks import colorize, winners
+from .masks import colorize, concept_chunks, winners
 
 # 64 distinct colours for segmentation labels. The first 8 are Okabe-Ito's colour-blind-friendly
 # set (grey for black); the other 56 are a Glasbey-style extension, distinct_colors(OKABE_ITO, 64):
@@ -108,8 +108,9 @@ def overlay(maps: torch.Tensor, names, image: torch.Tensor | None = None,
         under = torch.empty(h, w, 3, device=heat.device)
         for i in range(b):
             torch.mul(picture[i].to(heat.device), OVERLAY_PICTURE, out=under)
-            for k in range(c):
-                torch.add(under, heat[i * c + k], alpha=1.0 - OVERLAY_PICTURE, out=out[i * c + k])
+            for first, end in concept_chunks(c, h * w):
+                rows = slice(i * c + first, i * c + end)
+                torch.add(under, heat[rows], alpha=1.0 - OVERLAY_PICTURE, out=out[rows])
     size = max(10, h // 24)
     for k in range(c):
         patch = _label_patch(str(names[k]), size, w - size).to(out.device)
