@@ -243,6 +243,7 @@ def test_winners_are_the_first_arg_max_like_argmax_with_ties():
 def test_saliency_outputs_keep_shapes_ranges_order_and_mask_modes(mode):
     soft = _soft()
     b, c, h, w = soft.shape
+    soft[0, :, :6, :6] = 1.0 / c  # exact ties: exclusive masks still give each pixel to one concept
     picture = torch.rand(b, h, w, 3, generator=torch.Generator().manual_seed(1))
     names = ("dragon", "sky", "forêt", "森林", "background")
     all_masks, heatmaps, mask, over, seg = outputs.saliency_outputs(soft, names, [0, 2], mode, 0.3, False, picture)
