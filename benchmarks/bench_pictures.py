@@ -21,6 +21,9 @@ Each case runs in a fresh subprocess:
    shapes, median of --repeats. It is the kernel's page-fault cost of the outputs' memory, which
    no implementation avoids (on this project's virtual machine about 5 us per 4 KiB page).
 
+"CPU s" is the median CPU time (user + system, all threads) of a call: with --threads 1 it is
+the call's single-core cost, which other processes on the machine change much less than its wall
+time (with more threads it also counts the threads' waiting at each operation's end).
 "others' CPU" is the largest share of the machine's CPUs that other processes (and the
 hypervisor, as steal time) took during a timed call: on a shared machine timings are only as good
 as it is small.
@@ -170,15 +173,16 @@ def worker(args):
     saliency_outputs(soft[..., :64, :64].contiguous(), *call, small_image)  # warm-up: fonts found, loaded
     gc.collect()
     meter = PeakRSS()
-    times, others = [], []
+    times, others, cpu = [], [], []
     for repeat in range(args.repeats):
         gc.collect()
         if repeat == 0:
             meter.start()
         other_before, steal_before = cpu_taken_by_others()
-        start = time.perf_counter()
+        cpu_start, start = time.process_time(), time.perf_counter()
         outputs = saliency_outputs(soft, *call, image)
         seconds = time.perf_counter() - start
+        cpu.append(time.process_time() - cpu_start)
         other_after, steal_after = cpu_taken_by_others()
         others.append(((other_after - other_before) + (steal_after - steal_before)) / seconds / os.cpu_count())
         times.append(seconds)
@@ -198,6 +202,7 @@ def worker(args):
         floor.append(time.perf_counter() - start)
         del buffers
     print(json.dumps(dict(case=args.worker, path=path, seconds=times, first_s=times[0], floor_s=floor,
+                          cpu_s=cpu, cpu_median_s=statistics.median(cpu),
                           floor_median_s=statistics.median(floor),
                           median_s=statistics.median(times), min_s=min(times), peak_bytes=peak,
                           output_bytes=output_bytes, peak_over_outputs=peak / output_bytes, shapes=shapes,
@@ -220,12 +225,12 @@ def main():
         r = rows[-1]
         print(f"{case}: first {r['first_s']:.2f} s, median {r['median_s']:.2f} s, peak {r['peak_bytes'] / 2**20:.0f} MiB "
               f"({r['peak_over_outputs']:.2f}x outputs)", flush=True)
-    lines = ["| B x C x H x W | first call s | median s (min) | fresh-memory floor s | peak RSS MiB | outputs MiB "
-             "| peak / outputs | others' CPU |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| B x C x H x W | first call s | median s (min) | CPU s | fresh-memory floor s | peak RSS MiB "
+             "| outputs MiB | peak / outputs | others' CPU |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b, c, h, w = r["case"].split("x")
         lines.append(f"| {b} x {c} x {h} x {w} | {r['first_s']:.2f} | {r['median_s']:.2f} ({r['min_s']:.2f}) | "
-                     f"{r['floor_median_s']:.2f} | "
+                     f"{r['cpu_median_s']:.2f} | {r['floor_median_s']:.2f} | "
                      f"{r['peak_bytes'] / 2**20:.0f} | {r['output_bytes'] / 2**20:.0f} | {r['peak_over_outputs']:.2f} | "
                      f"{100 * r['cpu_share_taken_by_others']:.0f}% |")
     table = "\n".join(lines)
