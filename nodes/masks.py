@@ -63,15 +63,14 @@ def plasma_lut(device: str = "cpu") -> torch.Tensor:
     return (table[index] * (1 - frac) + table[index + 1] * frac).clamp(0, 1).float().to(device)
 
 
-CHUNK_PIXELS = (1 << 21, 1 << 23)  # a chunk of concepts covers 2-8 Mpixels (1/16 of the work, in that range)
+# pixels per chunk of concepts: large enough for few torch operations (each one a parallel region,
+# costly on a busy CPU), small enough that a chunk's temporaries (8 bytes a pixel) stay in cache
+CHUNK_PIXELS = 1 << 21
 
 
-def concept_chunks(c: int, pixels: int, budget: int | None = None):
-    """(first, end) ranges of concepts, each covering about `budget` pixels (at least one concept;
-    default: 1/16 of all, within CHUNK_PIXELS). Work is done a chunk at a time: few large torch
-    operations (each a parallel region, costly on a busy CPU) and temporaries of one chunk only."""
-    if budget is None:
-        budget = min(max(c * pixels // 16, CHUNK_PIXELS[0]), CHUNK_PIXELS[1])
+def concept_chunks(c: int, pixels: int, budget: int = CHUNK_PIXELS):
+    """(first, end) ranges of concepts covering about `budget` pixels each (at least one concept).
+    Work is done a chunk at a time: temporaries are of one chunk only."""
     step = max(1, min(c, budget // max(1, pixels)))
     return [(k, min(c, k + step)) for k in range(0, c, step)]
 
