@@ -105,12 +105,12 @@ def overlay(maps: torch.Tensor, names, image: torch.Tensor | None = None,
         out.copy_(heat)
     else:
         picture = match_image(image, b, h, w)
-        under = torch.empty(h, w, 3, device=heat.device)
         for i in range(b):
-            torch.mul(picture[i].to(heat.device), OVERLAY_PICTURE, out=under)
+            under = picture[i].to(heat.device)
             for first, end in concept_chunks(c, h * w):
                 rows = slice(i * c + first, i * c + end)
-                torch.add(under, heat[rows], alpha=1.0 - OVERLAY_PICTURE, out=out[rows])
+                # picture + (1 - p) * (heat - picture) = p * picture + (1 - p) * heat, in one pass
+                torch.lerp(under, heat[rows], 1.0 - OVERLAY_PICTURE, out=out[rows])
     size = max(10, h // 24)
     for k in range(c):
         patch = _label_patch(str(names[k]), size, w - size).to(out.device)
