@@ -145,7 +145,11 @@ class PeakRSS:
 
 
 def cpu_taken_by_others():
-    import psutil
+    """CPU seconds used so far by other processes, and stolen by the hypervisor ((0, 0) without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0.0, 0.0
     system, own = psutil.cpu_times(), psutil.Process().cpu_times()
     busy = system.user + system.system + getattr(system, "nice", 0.0)
     return busy - own.user - own.system, getattr(system, "steal", 0.0)
@@ -217,21 +221,23 @@ def main():
     rows = []
     for case in args.cases.split(","):
         command = [sys.executable, __file__, "--worker", case, "--repeats", str(args.repeats), "--pack", args.pack,
-                   "--mask-mode", args.mask_mode, "--threads", str(args.threads)] + (["--no-image"] if args.no_image else [])
+                   "--mask-mode", args.mask_mode, "--threads", str(args.threads)]
+        command += ["--no-image"] if args.no_image else []
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(f"{case} failed:\n{result.stderr}")
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{case}: first {r['first_s']:.2f} s, median {r['median_s']:.2f} s, peak {r['peak_bytes'] / 2**20:.0f} MiB "
-              f"({r['peak_over_outputs']:.2f}x outputs)", flush=True)
+        print(f"{case}: first {r['first_s']:.2f} s, median {r['median_s']:.2f} s, "
+              f"peak {r['peak_bytes'] / 2**20:.0f} MiB ({r['peak_over_outputs']:.2f}x outputs)", flush=True)
     lines = ["| B x C x H x W | first call s | median s (min) | CPU s | fresh-memory floor s | peak RSS MiB "
              "| outputs MiB | peak / outputs | others' CPU |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b, c, h, w = r["case"].split("x")
         lines.append(f"| {b} x {c} x {h} x {w} | {r['first_s']:.2f} | {r['median_s']:.2f} ({r['min_s']:.2f}) | "
                      f"{r['cpu_median_s']:.2f} | {r['floor_median_s']:.2f} | "
-                     f"{r['peak_bytes'] / 2**20:.0f} | {r['output_bytes'] / 2**20:.0f} | {r['peak_over_outputs']:.2f} | "
+                     f"{r['peak_bytes'] / 2**20:.0f} | {r['output_bytes'] / 2**20:.0f} | "
+                     f"{r['peak_over_outputs']:.2f} | "
                      f"{100 * r['cpu_share_taken_by_others']:.0f}% |")
     table = "\n".join(lines)
     print(f"\ncode measured: {rows[0]['path']} in {args.pack}; mask_mode {args.mask_mode}; "

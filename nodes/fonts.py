@@ -160,6 +160,8 @@ def face_for(text: str) -> tuple[str, int] | None:
         if _covers(face, text):
             return face
     needed = frozenset(ch for ch in text if not _invisible(ch))
+    if not needed:
+        return None
     for face in _fontconfig_covering(needed):
         if _covers(face, text):
             return face

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from .capture import ConceptInputError
 from .fonts import label_font, shorten
@@ -172,8 +172,8 @@ def legend_layout(names, height: int, width: int, *, max_cover: float = LEGEND_C
     """Where each name of the legend goes: columns of colour swatch + name in the top-left corner,
     inside the image, in a block shaped like the image. The text size is the largest (from about
     1/40 of the image's shorter side down to `min_size`) at which the legend covers at most
-    `max_cover` of the image; if none does, `min_size`. Names wider than LEGEND_NAME_EM em are shortened with
-    an ellipsis. When not even `min_size` fits, the last names are replaced by '+N more'."""
+    `max_cover` of the image; if none does, `min_size`. Names wider than LEGEND_NAME_EM em are
+    shortened with an ellipsis. When not even `min_size` fits, the last names become '+N more'."""
     names = list(names)
     if not names:
         return Legend(0, None, ())
@@ -273,7 +273,8 @@ def _grid(names, size: int, height: int, width: int, margin: int, hidden: int = 
         origin = (left + swatch + pad if has_swatch else left, int(round(centre - half_line[j])))
         ink = (origin[0] + box[0], origin[1] + box[1], origin[0] + box[2], origin[1] + box[3])
         parts = [ink] + ([square] if square else [])
-        extent = (min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts))
+        extent = (min(p[0] for p in parts), min(p[1] for p in parts),
+                  max(p[2] for p in parts), max(p[3] for p in parts))
         entries.append(LegendEntry(index, text, font, square, origin, extent))
     return Legend(size, (x0, y0, x0 + block_w, y0 + block_h), tuple(entries), hidden)
 

@@ -10,7 +10,6 @@ import itertools
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
