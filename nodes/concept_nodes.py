@@ -8,8 +8,8 @@ from comfy_api.latest import io
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
 from .families import SUPPORTED, family_of
-from .masks import MASK_MODES, apply_mask_mode, colorize, select_concepts
-from .render import overlay, segmentation
+from .masks import MASK_MODES, select_concepts
+from .outputs import saliency_outputs
 from .text_encoding import encode_concepts, encode_prompt
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,5 @@ class ConceptSaliency(io.ComfyNode):
         log.info("Concept Saliency: maps %s", maps.detail)
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
-        masks = apply_mask_mode(soft, mask_mode, threshold)
-        mask = masks[:, chosen].amax(dim=1)
-        if invert:
-            mask = 1.0 - mask
-        return io.NodeOutput(masks.flatten(0, 1), colorize(soft), mask, overlay(soft, maps.names, image),
-                             segmentation(soft, maps.names), ui={"text": [f"maps {maps.detail}"]})
+        return io.NodeOutput(*saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image),
+                             ui={"text": [f"maps {maps.detail}"]})
