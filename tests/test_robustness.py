@@ -274,3 +274,23 @@ def test_maps_survive_re_creating_an_identical_patch(comfy_modules, embeddings):
     assert torch.equal(found.maps, captured.maps) and found.detail.startswith("captured while sampling")
     other_weights = api.patch_model(build_flux(seed=1, depth=2), embeddings, NAMES, empty_prompt=torch.zeros(1, 4, 64))
     assert api.concept_maps(other_weights, samples).source == "latent"  # another model: not its maps
+
+
+def test_api_with_its_defaults_gives_the_same_masks_as_the_nodes_with_theirs(comfy_modules):
+    """The README's API example and the nodes at their defaults give the same maps: noise_level is a
+    position in the schedule in both (0.5: sigma ~0.76 for dev), concept normalisation and blur on."""
+    _, _, api, _ = comfy_modules
+    from concept_attention_pack.nodes.concept_nodes import ConceptAttention, ConceptSaliency
+    from concept_attention_pack.nodes.text_encoding import encode_concepts, encode_prompt
+    from tiny_flux import build_flux, tiny_clip
+    model, clip = build_flux(seed=2, depth=2), tiny_clip()
+    latent = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(4))
+    node_model = ConceptAttention.execute(model, clip, "dragon\nsky\nbackground", "last 4", 0.0, 1.0,
+                                          "output space", True).result[0]
+    node_masks = ConceptSaliency.execute(node_model, {"samples": latent}, "", "latent", 0.5, 7, 2,
+                                         mask_mode="soft").result[0]
+    names = ["dragon", "sky", "background"]
+    patched = api.patch_model(model, encode_concepts(clip, names), names, empty_prompt=encode_prompt(clip, ""))
+    maps = api.concept_maps(patched, latent, source="latent", noise_level=0.5, seeds=range(7, 9))
+    assert maps.detail.startswith("computed from the latent: 2 noise seeds at sigma 0.76")
+    torch.testing.assert_close(api.concept_masks(maps).flatten(0, 1), node_masks)
