@@ -206,7 +206,10 @@ def _open(browser, server, workflow: dict, name: str, downloads: list | None = N
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, tmp_path_factory):
+    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
     from workflow_layouts import LAYOUTS, MODEL_LOADERS
+    if LAYOUTS[path.stem].get("needs_flux2") and not families_supported():
+        pytest.skip(FAMILIES_SKIP_REASON)  # its Flux.2 nodes are missing in 0.3.64 and its frontend
     workflow = json.loads(path.read_text())
     page, graph, errors = _open(browser, server, workflow, path.name)
     try:
