@@ -271,6 +271,57 @@ def test_shipped_workflow_runs_headless(server, path):
             assert set(_image_sizes(server, entry, node_id)) == {SMALL}, api[node_id]
 
 
+def _pastes(path) -> bool:
+    """The workflow pastes a repainted part into its first picture at the same size."""
+    import json
+    return any(node["class_type"] == "ImageCompositeMasked" and not node["inputs"]["resize_source"]
+               for node in json.loads(path.read_text()).values())
+
+
+PASTING = [p for p in SHIPPED if _pastes(p)]
+
+
+@pytest.mark.parametrize("path", PASTING, ids=[p.stem for p in PASTING])
+def test_shipped_workflow_changes_only_the_masked_part(server, path):
+    """The saved picture is the first picture where the feathered mask is 0 and the repainted one
+    where it is 1, and the repaint changed the masked part. The tiny random models' maps are no
+    subject, so the mask is made partial here: Concept Saliency thresholds by Otsu (not
+    'exclusive', where one concept may win everywhere), and GrowMask/ImageBlur are small for the
+    96x64 picture."""
+    import json
+    _skip_without_flux2(path)
+    api = _with_stand_ins(json.loads(path.read_text()))
+    (composite_id,) = [n for n, node in api.items() if node["class_type"] == "ImageCompositeMasked"]
+    composite = api[composite_id]["inputs"]
+    for node in api.values():
+        if node["class_type"] == "ConceptSaliency":
+            node["inputs"]["mask_mode"] = "otsu"
+        elif node["class_type"] == "GrowMask":
+            node["inputs"]["expand"] = 2
+        elif node["class_type"] == "ImageBlur":
+            node["inputs"].update(blur_radius=2, sigma=1.0)
+    api["test_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": composite["mask"]}}
+    api["test_composite"] = {"class_type": "PreviewImage", "inputs": {"images": [composite_id, 0]}}
+    for name in ("destination", "source"):
+        api[f"test_{name}"] = {"class_type": "PreviewImage", "inputs": {"images": composite[name]}}
+    api["test_mask"] = {"class_type": "PreviewImage", "inputs": {"images": ["test_mask_image", 0]}}
+    entry = server.run(api)
+
+    def pixels(node):
+        from PIL import Image
+        image = entry["outputs"][node]["images"][0]
+        query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
+        return np.asarray(Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}")))).astype(int)
+
+    first, repainted, saved = pixels("test_destination"), pixels("test_source"), pixels("test_composite")
+    mask = pixels("test_mask")[..., 0]
+    kept, changed = mask == 0, mask == 255
+    assert kept.mean() > 0.1 and changed.mean() > 0.1, f"mask not partial: {kept.mean():.2f} kept, {changed.mean():.2f} repainted"
+    assert np.abs(saved - first)[kept].max() <= 1, "the picture changed outside the mask"
+    assert np.abs(saved - repainted)[changed].max() <= 1, "the repainted part was not pasted"
+    assert np.abs(repainted - first)[changed].mean() > 1, "the second pass did not change the masked part"
+
+
 def test_shipped_ui_workflows_match_their_api_versions_and_are_listed(server):
     import json
 
