@@ -119,7 +119,7 @@ What to change:
 - 3: Concept Saliency's concept: the one to repaint (several, comma-separated: their union; invert: everything else).
 - 4: GrowMask expand (pixels added around the mask) and ImageBlur blur_radius / sigma (how soft the edge is).
 - 5: the second prompt and the denoise (lower keeps more of the first picture; with 4 steps it moves in quarters: 0.75 = the last 3 steps).
-""", size=[420, 380]), LOADERS],
+"""), LOADERS],
             [{"title": "2. Generate (concepts recorded while sampling)",
               "columns": [["4", "5", "6"], ["7", "8", "9", "10"], ["11", "12", "13"]]}],
             [{"title": "3. Mask by concept", "columns": [["14", "15"]]}],
