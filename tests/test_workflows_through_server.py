@@ -191,10 +191,37 @@ def test_masks_work_in_comfyui_mask_and_inpainting_nodes(server, batch):
 
 
 UI_GENERATED_WITH = "0.29.0"  # the UI files are generated from this version's /object_info
-STAND_INS = {"UNETLoader": lambda inputs: ("TinyFluxLoader", {"seed": 0, "schnell": "schnell" in inputs["unet_name"]}),
+
+
+def _unet_stand_in(inputs):
+    name = inputs["unet_name"]
+    if name.startswith("flux-2-klein"):
+        return "TinyKleinLoader", {"seed": 0}
+    if name.startswith("flux1-"):
+        return "TinyFluxLoader", {"seed": 0, "schnell": "schnell" in name}
+    raise ValueError(f"no stand-in for the diffusion model {name!r}")
+
+
+def _clip_stand_in(inputs):
+    if (inputs["clip_name"], inputs["type"]) != ("qwen_3_4b.safetensors", "flux2"):
+        raise ValueError(f"no stand-in for CLIPLoader {inputs}")
+    return "TinyKleinClipLoader", {"seed": 0}
+
+
+def _vae_stand_in(inputs):
+    stand_ins = {"ae.safetensors": "TinyVAELoader", "flux2-vae.safetensors": "TinyFlux2VAELoader"}
+    return stand_ins[inputs["vae_name"]], {}
+
+
+# The real loaders -> tiny stand-ins (tests/stand_in_nodes) by file name: Flux.1 dev/schnell with
+# t5xxl + clip_l and ae (8x, 16 channels); Flux.2 Klein with qwen_3_4b (type flux2) and flux2-vae
+# (16x, 128 channels). An unknown file name fails the test.
+STAND_INS = {"UNETLoader": _unet_stand_in,
              "DualCLIPLoader": lambda inputs: ("TinyFluxClipLoader", {"seed": 0}),
-             "VAELoader": lambda inputs: ("TinyVAELoader", {})}
+             "CLIPLoader": _clip_stand_in,
+             "VAELoader": _vae_stand_in}
 SHIPPED = sorted((ROOT_WORKFLOWS := __import__("pathlib").Path(__file__).resolve().parent.parent / "workflows").glob("api/*.json"))
+SMALL = (96, 64)  # the generated pictures' size in these runs
 
 
 def _with_stand_ins(api: dict) -> dict:
@@ -204,8 +231,8 @@ def _with_stand_ins(api: dict) -> dict:
     for node in api.values():
         if node["class_type"] in STAND_INS:
             node["class_type"], node["inputs"] = STAND_INS[node["class_type"]](node["inputs"])
-        elif node["class_type"] == "EmptySD3LatentImage":
-            node["inputs"].update(width=96, height=64)
+        elif node["class_type"] in ("EmptySD3LatentImage", "EmptyFlux2LatentImage", "Flux2Scheduler"):
+            node["inputs"].update(width=SMALL[0], height=SMALL[1])
         elif node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
         elif node["class_type"] == "ImageScaleToTotalPixels":
@@ -213,21 +240,86 @@ def _with_stand_ins(api: dict) -> dict:
     return api
 
 
+def _skip_without_flux2(path):
+    """Workflows for Flux.2 (layout flag needs_flux2) need ComfyUI's Flux.2 classes (0.29)."""
+    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
+    from workflow_layouts import LAYOUTS
+    if LAYOUTS[path.stem].get("needs_flux2") and not families_supported():
+        pytest.skip(FAMILIES_SKIP_REASON)
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_workflow_runs_headless(server, path):
     import json
 
     from PIL import Image
+    _skip_without_flux2(path)
     Image.fromarray((np.random.default_rng(1).random((72, 104, 3)) * 255).astype(np.uint8)).save(
         server.base / "input" / "example.png")
     api = json.loads(path.read_text())
     entry = server.run(_with_stand_ins(api))
     saved = [node for node, out in entry["outputs"].items() if out.get("images")]
     assert saved, "the workflow produced no images"
+    save_nodes = [n for n, node in api.items() if node["class_type"] == "SaveImage"]
     if any(node["class_type"] == "LoadImage" for node in api.values()):
         # the photo is scaled down for Flux; what is saved is at the photo's own size
-        for node_id in (n for n, node in api.items() if node["class_type"] == "SaveImage"):
+        for node_id in save_nodes:
             assert _image_sizes(server, entry, node_id) == [(104, 72)], api[node_id]
+    else:
+        # generated from an empty latent: every saved picture is at the generated size
+        for node_id in save_nodes:
+            assert set(_image_sizes(server, entry, node_id)) == {SMALL}, api[node_id]
+
+
+def _pastes(path) -> bool:
+    """The workflow pastes a repainted part into its first picture at the same size."""
+    import json
+    return any(node["class_type"] == "ImageCompositeMasked" and not node["inputs"]["resize_source"]
+               for node in json.loads(path.read_text()).values())
+
+
+PASTING = [p for p in SHIPPED if _pastes(p)]
+
+
+@pytest.mark.parametrize("path", PASTING, ids=[p.stem for p in PASTING])
+def test_shipped_workflow_changes_only_the_masked_part(server, path):
+    """The saved picture is the first picture where the feathered mask is 0 and the repainted one
+    where it is 1, and the repaint changed the masked part. The tiny random models' maps are no
+    subject, so the mask is made partial here: Concept Saliency thresholds by Otsu (not
+    'exclusive', where one concept may win everywhere), and GrowMask/ImageBlur are small for the
+    96x64 picture."""
+    import json
+    _skip_without_flux2(path)
+    api = _with_stand_ins(json.loads(path.read_text()))
+    (composite_id,) = [n for n, node in api.items() if node["class_type"] == "ImageCompositeMasked"]
+    composite = api[composite_id]["inputs"]
+    for node in api.values():
+        if node["class_type"] == "ConceptSaliency":
+            node["inputs"]["mask_mode"] = "otsu"
+        elif node["class_type"] == "GrowMask":
+            node["inputs"]["expand"] = 2
+        elif node["class_type"] == "ImageBlur":
+            node["inputs"].update(blur_radius=2, sigma=1.0)
+    api["test_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": composite["mask"]}}
+    api["test_composite"] = {"class_type": "PreviewImage", "inputs": {"images": [composite_id, 0]}}
+    for name in ("destination", "source"):
+        api[f"test_{name}"] = {"class_type": "PreviewImage", "inputs": {"images": composite[name]}}
+    api["test_mask"] = {"class_type": "PreviewImage", "inputs": {"images": ["test_mask_image", 0]}}
+    entry = server.run(api)
+
+    def pixels(node):
+        from PIL import Image
+        image = entry["outputs"][node]["images"][0]
+        query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
+        return np.asarray(Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}")))).astype(int)
+
+    first, repainted, saved = pixels("test_destination"), pixels("test_source"), pixels("test_composite")
+    mask = pixels("test_mask")[..., 0]
+    kept, changed = mask == 0, mask == 255
+    assert kept.mean() > 0.1 and changed.mean() > 0.1, f"mask not partial: {kept.mean():.2f} kept, {changed.mean():.2f} repainted"
+    assert np.abs(saved - first)[kept].max() <= 1, "the picture changed outside the mask"
+    assert np.abs(saved - repainted)[changed].max() <= 1, "the repainted part was not pasted"
+    assert np.abs(repainted - first)[changed].mean() > 1, "the second pass did not change the masked part"
 
 
 def test_shipped_ui_workflows_match_their_api_versions_and_are_listed(server):

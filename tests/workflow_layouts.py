@@ -25,8 +25,20 @@ MODEL_SOURCES = {
     "ae.safetensors": {
         "url": "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors",
         "directory": "vae"},
+    # Flux.2 Klein 4B (distilled): copied from ComfyUI's own template image_flux2_klein_text_to_image.json
+    # (its "Text to Image (Flux.2 Klein 4B Distilled)" subgraph), comfyui-workflow-templates-json 0.1.18.
+    "flux-2-klein-4b.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/diffusion_models/flux-2-klein-4b.safetensors",
+        "directory": "diffusion_models"},
+    "qwen_3_4b.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+        "directory": "text_encoders"},
+    "flux2-vae.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/flux2-vae.safetensors",
+        "directory": "vae"},
 }
-MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "clip_name2"], "VAELoader": ["vae_name"]}
+MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "clip_name2"], "CLIPLoader": ["clip_name"],
+                 "VAELoader": ["vae_name"]}
 
 # [width, height] of the node body (the title bar, 30 px, comes on top), by node type.
 SIZES = {
@@ -38,6 +50,9 @@ SIZES = {
     "MaskToImage": [300, 26], "ImageBlur": [300, 82], "ImageToMask": [300, 58], "InvertMask": [300, 26],
     "ImageCompositeMasked": [320, 146], "InpaintModelConditioning": [320, 138],
     "SaveImage": [420, 460], "PreviewImage": [420, 460],
+    "CLIPLoader": [340, 106], "ConditioningZeroOut": [300, 26], "EmptyFlux2LatentImage": [300, 106],
+    "Flux2Scheduler": [300, 106], "KSamplerSelect": [300, 58], "RandomNoise": [300, 82], "CFGGuider": [300, 98],
+    "SamplerCustomAdvanced": [300, 126], "SetLatentNoiseMask": [300, 46], "SplitSigmasDenoise": [300, 78],
 }
 NOTE_SIZE = [420, 330]
 
@@ -92,6 +107,34 @@ What to change:
         "titles": {"5": "Prompt", "9": "Negative (unused at cfg 1)", "13": "Second prompt (the inpainted part)",
                    "19": "Preview: each concept's map", "20": "Feather: mask to image", "21": "Feather: blur",
                    "22": "Feather: back to mask", "16": "KSampler (inpaint)", "23": "Paste the inpainted part"},
+    },
+    "flux2_klein_generate_mask_edit": {
+        "needs_flux2": True,  # ComfyUI 0.29's Flux.2 nodes; the tests skip it on 0.3.64
+        "stages": [
+            [note("""
+Flux.2 Klein 4B: generate a picture, mask one of its concepts from the maps recorded while sampling, and repaint that part with a second prompt. Sampler settings are those of ComfyUI's Klein 4B distilled template (4 steps, cfg 1, euler, Flux2Scheduler).
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts: name what will be in the picture (the subject, sofa, wall, ... and background). The size: width/height in Empty Flux 2 Latent and in Flux2Scheduler (the same numbers).
+- 3: Concept Saliency's concept: the one to repaint (several, comma-separated: their union; invert: everything else).
+- 4: GrowMask expand (pixels added around the mask) and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the second prompt and the denoise (lower keeps more of the first picture; with 4 steps it moves in quarters: 0.75 = the last 3 steps).
+"""), LOADERS],
+            [{"title": "2. Generate (concepts recorded while sampling)",
+              "columns": [["4", "5", "6"], ["7", "8", "9", "10"], ["11", "12", "13"]]}],
+            [{"title": "3. Mask by concept", "columns": [["14", "15"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["16", "17", "18", "19"]]}],
+            [{"title": "5. Repaint the masked part with a new prompt",
+              "columns": [["20", "21", "22"], ["23", "24", "25", "26", "27"]]}],
+            [{"title": "6. Paste into the first picture", "columns": [["28", "29"]]}],
+        ],
+        "sizes": {"24": [340, 98]},  # wide enough for its title
+        "titles": {"5": "Prompt", "6": "Negative (zeroed)", "15": "Preview: each concept's map",
+                   "17": "Feather: mask to image", "18": "Feather: blur", "19": "Feather: back to mask",
+                   "20": "Second prompt (the repainted part)", "21": "Negative (zeroed)",
+                   "22": "Noise mask (repaint only it)", "24": "CFGGuider (the model without the patch)",
+                   "25": "Denoise of the second pass", "26": "SamplerCustomAdvanced (repaint)",
+                   "28": "Paste the repainted part"},
     },
     "flux_concept_grid": {
         "stages": [

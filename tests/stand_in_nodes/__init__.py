@@ -1,5 +1,7 @@
-"""Test-only ComfyUI nodes: tiny stand-ins for the Flux UNET, DualCLIP and VAE loaders, so that
-workflows run headless with no model files. Loaded by the test server beside the pack."""
+"""Test-only ComfyUI nodes: tiny stand-ins for the Flux.1 UNET, DualCLIP and VAE loaders and the
+Flux.2 Klein UNET, CLIP (qwen_3_4b, type flux2) and VAE (flux2-vae) loaders, so that workflows run
+headless with no model files. Loaded by the test server beside the pack. The Klein ones need
+ComfyUI 0.29 (Flux.2 classes) when they run; the module imports on 0.3.64 too."""
 import pathlib
 import sys
 
@@ -7,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from tiny_flux import build_flux, tiny_clip  # noqa: E402
+from tiny_flux import build_flux, build_flux2, tiny_clip, tiny_klein_clip  # noqa: E402
 
 
 class TinyFluxLoader:
@@ -37,27 +39,40 @@ class TinyFluxClipLoader:
 
 
 class TinyVAE:
-    """8x downscale to 16 channels by a fixed mixing of 8x8 means; decode undoes it approximately."""
+    """8x downscale to 16 channels (Flux.1's latent) by a fixed mixing of 8x8 means; decode undoes
+    it approximately. Subclasses change the channels and the ratio."""
 
+    channels = 16
     downscale_ratio = 8
+    upscale_ratio = 8
 
     def __init__(self):
         g = torch.Generator().manual_seed(0)
-        self.mix = torch.randn(16, 3, generator=g)
+        self.mix = torch.randn(self.channels, 3, generator=g)
+        self.latent_channels = self.channels
 
     def spacial_compression_encode(self):
-        return 8
+        return self.downscale_ratio
 
     def spacial_compression_decode(self):
-        return 8
+        return self.upscale_ratio
 
     def encode(self, pixels):
-        pooled = F.avg_pool2d(pixels[..., :3].movedim(-1, 1), 8)
+        pooled = F.avg_pool2d(pixels[..., :3].movedim(-1, 1), self.downscale_ratio)
         return torch.einsum("oc,bchw->bohw", self.mix, pooled)
 
     def decode(self, latent):
         rgb = torch.einsum("oc,bohw->bchw", torch.linalg.pinv(self.mix).T, latent)
-        return F.interpolate(rgb, scale_factor=8, mode="nearest").movedim(1, -1).clamp(0, 1)
+        return F.interpolate(rgb, scale_factor=self.upscale_ratio, mode="nearest").movedim(1, -1).clamp(0, 1)
+
+
+class TinyFlux2VAE(TinyVAE):
+    """Like ComfyUI's Flux.2 VAE (flux2-vae.safetensors) from the outside: 128 latent channels at
+    16x spatial compression, the latent EmptyFlux2LatentImage makes."""
+
+    channels = 128
+    downscale_ratio = 16
+    upscale_ratio = 16
 
 
 class TinyVAELoader:
@@ -73,5 +88,49 @@ class TinyVAELoader:
         return (TinyVAE(),)
 
 
+class TinyKleinLoader:
+    """A tiny random Flux.2 Klein (no guidance embedding, 128-channel latents, one token per latent pixel)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, seed):
+        return (build_flux2(seed=seed, klein=True),)
+
+
+class TinyKleinClipLoader:
+    """ComfyUI's Klein tokenizer and Flux.2 text-encoder wrapper around a tiny random Qwen3."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0})}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, seed):
+        return (tiny_klein_clip(seed),)
+
+
+class TinyFlux2VAELoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self):
+        return (TinyFlux2VAE(),)
+
+
 NODE_CLASS_MAPPINGS = {"TinyFluxLoader": TinyFluxLoader, "TinyFluxClipLoader": TinyFluxClipLoader,
-                       "TinyVAELoader": TinyVAELoader}
+                       "TinyVAELoader": TinyVAELoader, "TinyKleinLoader": TinyKleinLoader,
+                       "TinyKleinClipLoader": TinyKleinClipLoader, "TinyFlux2VAELoader": TinyFlux2VAELoader}
