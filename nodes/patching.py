@@ -390,7 +390,8 @@ def _encode_pass(model, family, diffusion, capture, options, x0, noise, noise_le
     x0 = x0.repeat_interleave(seeds_count, dim=0)
     x_t = noise_level * noise.transpose(0, 1).reshape(x0.shape) + (1.0 - noise_level) * x0
     sigma = torch.full((rows,), float(noise_level), device=device)
-    prepared = base.extra_conds(cross_attn=context).get("c_crossattn")  # the model's own prompt preparation
+    # the model's own prompt preparation (0.3.64's Flux reads pooled_output: there is none here)
+    prepared = base.extra_conds(cross_attn=context, pooled_output=None).get("c_crossattn")
     context = (prepared.cond if prepared is not None else context).to(device)  # (Flux.2: left-padded to 512)
     context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
     conditioning = family.encode_conditioning(diffusion, rows, device)
