@@ -20,15 +20,17 @@ def _canonical_prompt(json_data: dict) -> dict:
     return json_data
 
 
-class ConceptAttentionExtension(ComfyExtension):
-    async def on_load(self) -> None:
-        try:
-            from server import PromptServer
-        except ImportError:  # ComfyUI used as a library, without its server
-            return
-        server = getattr(PromptServer, "instance", None)
-        if server is not None and _canonical_prompt not in server.on_prompt_handlers:
-            server.add_on_prompt_handler(_canonical_prompt)
+def _register_prompt_hook() -> None:
+    try:
+        from server import PromptServer
+    except ImportError:  # ComfyUI used as a library, without its server
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None and _canonical_prompt not in server.on_prompt_handlers:
+        server.add_on_prompt_handler(_canonical_prompt)
 
+
+class ConceptAttentionExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        _register_prompt_hook()  # here, not in on_load: ComfyUI 0.3.64 never calls on_load
         return [ConceptAttention, ConceptSaliency]
