@@ -115,7 +115,18 @@ class ConceptSaliency(io.ComfyNode):
                                               "empty prompt."),
                 io.Image.Input("image", optional=True,
                                tooltip="Optional picture (VAE Decode output or the loaded photo) under the "
-                                       "'overlay' heatmaps."),
+                                       "'overlay' heatmaps, and the guide for 'refine'."),
+                io.Combo.Input("refine", options=list(api.REFINE_CHOICES), default="auto", optional=True,
+                               tooltip="Masks that follow the picture's edges (uses 'image'). auto: guided when "
+                                       "an image is connected, else none. none: bilinear from the 16-pixel "
+                                       "token grid (soft borders a token wide). guided: edges snap to the "
+                                       "picture's, parts thinner than a token come back; fast. pamr: guided, "
+                                       "then pixel-adaptive refinement: cleaner in texture, several times slower."),
+                io.Int.Input("refine_radius", default=2, min=0, max=8, optional=True,
+                             tooltip="Window of the refinement, in 16-pixel tokens (2: 5x5 tokens). Larger: "
+                                     "the masks follow the picture over a wider area (fixes maps that are "
+                                     "further off, but a concept can leak across faint edges); smaller: closer "
+                                     "to the raw maps."),
             ],
             outputs=[
                 io.Mask.Output("masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
@@ -132,7 +143,7 @@ class ConceptSaliency(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
-                image=None) -> io.NodeOutput:
+                image=None, refine="auto", refine_radius=2) -> io.NodeOutput:
         context = None
         if conditioning is not None:
             if len(conditioning) != 1:
@@ -143,7 +154,7 @@ class ConceptSaliency(io.ComfyNode):
             model, latent, source=source, noise_level=api.noise_sigma(model, noise_level),
             seeds=range(seed, seed + seed_count), conditioning=context)
         chosen = select_concepts(maps.names, concept)
-        soft = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
+        soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius)  # [B, C, H, W]
         masks = apply_mask_mode(soft, mask_mode, threshold)
         mask = masks[:, chosen].amax(dim=1)
         if invert:
