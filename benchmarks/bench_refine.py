@@ -35,9 +35,11 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -308,43 +310,99 @@ def _params(args, mode):
 
 
 def timing(masks, refine, args):
+    """Median seconds of the soft-map step per mode at 1024x1024 with 8 concepts (a cluttered
+    scene), and the load average around the runs (the machine may be shared)."""
     picture, labels, _ = make_scene("cluttered", 0, 1024)
     grid = token_maps(labels, 8, "attention-like", 0)
-    times = {}
+    times, load_before = {}, os.getloadavg()[0]
     for mode in args.modes:
         runs = []
+        soft_maps(masks, refine, grid, picture, mode, blur=True, **_params(args, mode))  # warm-up
         for _ in range(args.repeats if mode != "pamr" else max(1, args.repeats // 2)):
             start = time.perf_counter()
             soft_maps(masks, refine, grid, picture, mode, blur=True, **_params(args, mode))
             runs.append(time.perf_counter() - start)
-        times[mode] = statistics.median(runs)
-    return times
+        times[mode] = {"median_s": statistics.median(runs), "min_s": min(runs), "runs": len(runs)}
+    return times, (load_before, os.getloadavg()[0])
 
 
-def save_crops(examples, path: pathlib.Path, modes=MODES, scene_type="thin", variant="attention-like", crop=256):
-    """The same crop of one picture, three panels: bilinear | guided | pamr, each with the exclusive
-    masks' boundaries drawn over the picture in white and the true boundaries in black underneath."""
+def memory_probe(mode: str, concepts: int = 64, size: int = 1024) -> None:
+    """Run in a fresh process: the peak memory the soft-map step adds for `concepts` concepts at
+    size x size (output included), from the process's peak RSS (Linux). PAMR with 1 iteration (each
+    iteration reuses the same buffers)."""
+    masks, refine = load_pack()
+    grid = torch.rand(1, concepts, size // TOKEN, size // TOKEN, generator=torch.Generator().manual_seed(0))
+    grid = grid.mul(4).softmax(1)
+    picture = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(1))
+    soft_maps(masks, refine, grid[:, :2], picture, mode, blur=True, iterations=1)  # load code paths
+    with open("/proc/self/statm") as statm:
+        before = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    out = soft_maps(masks, refine, grid, picture, mode, blur=True, **({"iterations": 1} if mode == "pamr" else {}))
+    # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's peak over the fork)
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+    print(json.dumps({"mode": mode, "concepts": concepts, "size": size, "extra_peak_mb": (peak - before) / 2**20,
+                      "output_mb": out.numel() * 4 / 2**20}))
+
+
+def memory(args):
+    results = {}
+    for mode in args.modes:
+        run = subprocess.run([sys.executable, __file__, "--memory-probe", mode], capture_output=True, text=True,
+                             check=True)
+        results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
+    return results
+
+
+def save_crops(examples, path: pathlib.Path, modes=MODES, scene_type="thin parts", variant="attention-like",
+               crop=256, corner=(96, 160)):
+    """The same crop of one picture, one panel per mode (bilinear | guided | pamr), each with the
+    exclusive masks' boundaries drawn in white over the picture and the mode's name."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageDraw
     picture = examples[(scene_type, variant, "picture")]
-    labels = examples[(scene_type, variant, "labels")]
-    h, w = labels.shape
-    top, left = (h - crop) // 2, (w - crop) // 2
+    top, left = corner
     panels = []
     for mode in modes:
         prediction = examples[(scene_type, variant, mode)]
-        panel = picture[top:top + crop, left:left + crop].clone() * 0.85
+        panel = picture[top:top + crop, left:left + crop].clone() * 0.8
         edges = torch.zeros(crop, crop, dtype=torch.bool)
         for k in prediction.unique():
             edges |= _boundary(prediction == k)[top:top + crop, left:left + crop]
         panel[edges] = torch.tensor([1.0, 1.0, 1.0])
-        panels.append(panel)
-        panels.append(torch.ones(crop, 4, 3))
-    strip = torch.cat(panels[:-1], dim=1)
-    array = (strip.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        panels += [panel, torch.ones(crop, 4, 3)]
+    strip = Image.fromarray((torch.cat(panels[:-1], dim=1).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(strip)
+    for n, mode in enumerate(modes):
+        label = {"none": "bilinear (none)"}.get(mode, mode)
+        x = n * (crop + 4) + 6
+        box = draw.textbbox((x, 6), label)
+        draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
+        draw.text((x, 6), label, fill=(255, 255, 255))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, optimize=True)
+    strip.save(path, optimize=True)
     return path
+
+
+def targets(rows, times, modes):
+    """The issue's targets, each with its verdict."""
+    checks = []
+    if {"none", "guided"} <= set(modes):
+        for (scene_type, variant), totals in rows.items():
+            gain = 100 * (totals["guided"][1] - totals["none"][1])
+            miou = 100 * (totals["guided"][0] - totals["none"][0])
+            checks.append((f"guided vs none, {scene_type} / {variant}: boundary F {gain:+.1f} (>= +10), "
+                           f"mIoU {miou:+.1f} (>= 0)", gain >= 10 and miou >= 0))
+    if {"guided", "pamr"} <= set(modes):
+        for (scene_type, variant), totals in rows.items():
+            f_diff = 100 * (totals["pamr"][1] - totals["guided"][1])
+            miou_diff = 100 * (totals["pamr"][0] - totals["guided"][0])
+            checks.append((f"pamr vs guided, {scene_type} / {variant}: boundary F {f_diff:+.1f}, mIoU {miou_diff:+.1f} "
+                           "(both >= 0)", f_diff >= 0 and miou_diff >= 0))
+    if "guided" in times:
+        checks.append((f"guided at 1024x1024, 8 concepts: {times['guided']['median_s']:.3f} s (<= 0.5 s)",
+                       times["guided"]["median_s"] <= 0.5))
+    return checks
 
 
 def main():
@@ -357,35 +415,53 @@ def main():
     parser.add_argument("--eps", type=float, help="guided filter eps; default the pack's")
     parser.add_argument("--iterations", type=int, help="pamr iterations; default the pack's")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of none,guided,pamr")
-    parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--no-timing", action="store_true", help="skip the 1024x1024 timing and memory runs")
     parser.add_argument("--save-crops", action="store_true", help="write docs/refine_comparison.png")
     parser.add_argument("--name", default="refine", help="results file name")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.modes = tuple(m for m in MODES if m in args.modes.split(","))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        return memory_probe(args.memory_probe)
+    args.modes = tuple(m for m in MODES if m in args.modes.split(","))
     masks, refine = load_pack()
     rows, examples = evaluate(masks, refine, args, scene_set(args.size, args.per_type))
-    times = {} if args.no_timing else timing(masks, refine, args)
+    times, load = ({}, None) if args.no_timing else timing(masks, refine, args)
+    peaks = {} if args.no_timing else memory(args)
 
-    print(f"\n{args.per_type} pictures per type, {args.size}x{args.size}; exclusive masks vs ground truth")
-    print("\n| scene | maps | mIoU none / guided / pamr | boundary F (2 px) none / guided / pamr |")
+    print(f"\n{args.per_type} pictures per scene type, {args.size}x{args.size}; exclusive masks against the "
+          "ground truth (percent)\n")
+    modes = " / ".join(args.modes)
+    print(f"| scene | maps | mIoU {modes} | boundary F (2 px) {modes} |")
     print("|---|---|---|---|")
     for (scene_type, variant), totals in rows.items():
         miou = " / ".join(f"{100 * totals[m][0]:.1f}" for m in args.modes)
         fscore = " / ".join(f"{100 * totals[m][1]:.1f}" for m in args.modes)
         print(f"| {scene_type} | {variant} | {miou} | {fscore} |")
     if times:
-        print(f"\ntime at 1024x1024, 8 concepts, {torch.get_num_threads()} threads (bilinear + refinement): "
-              + ", ".join(f"{m} {times[m]:.3f} s" for m in args.modes))
+        print(f"\n1024x1024, 8 concepts, {torch.get_num_threads()} threads, load average {load[0]:.1f} before / "
+              f"{load[1]:.1f} after (blur + upsampling + refinement, median):")
+        print("\n| | " + " | ".join(args.modes) + " |\n|---|" + "---|" * len(args.modes))
+        print("| seconds | " + " | ".join(f"{times[m]['median_s']:.3f}" for m in args.modes) + " |")
+        print("| extra peak memory, 64 concepts (MB) | "
+              + " | ".join(f"{peaks[m]['extra_peak_mb']:.0f}" for m in args.modes) + " |")
+        print(f"\n(the output itself, 64 concepts at 1024x1024: {peaks[args.modes[0]]['output_mb']:.0f} MB)")
+    checks = targets(rows, times, args.modes)
+    if checks:
+        print("\ntargets:")
+        for text, passed in checks:
+            print(f"  [{'pass' if passed else 'FAIL'}] {text}")
 
     results = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "settings": {k: v for k, v in vars(args).items()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__, "load_average": load},
+        "settings": {k: v for k, v in vars(args).items() if k != "memory_probe"},
         "scores": [{"scene": s, "maps": v, "mode": m, "miou": rows[(s, v)][m][0], "boundary_f": rows[(s, v)][m][1]}
                    for (s, v) in rows for m in args.modes],
-        "seconds_1024_8_concepts": times,
+        "time_1024_8_concepts": times,
+        "memory_1024_64_concepts": peaks,
+        "targets": [{"check": text, "pass": passed} for text, passed in checks],
     }
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,11 @@ class ConceptSaliency(io.ComfyNode):
                                      "the masks follow the picture over a wider area (fixes maps that are "
                                      "further off, but a concept can leak across faint edges); smaller: closer "
                                      "to the raw maps."),
+                io.Float.Input("refine_eps", default=0.0001, min=0.00001, max=0.1, step=0.00001, optional=True,
+                               tooltip="How faint a colour edge the refinement follows (the guided filter's "
+                                       "regularisation, squared 0..1 colour units). Smaller: fainter edges and "
+                                       "finer parts, but texture inside an object can split its mask; larger: "
+                                       "only strong edges, smoother masks."),
             ],
             outputs=[
                 io.Mask.Output("masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
@@ -143,7 +148,7 @@ class ConceptSaliency(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
-                image=None, refine="auto", refine_radius=2) -> io.NodeOutput:
+                image=None, refine="auto", refine_radius=2, refine_eps=1e-4) -> io.NodeOutput:
         context = None
         if conditioning is not None:
             if len(conditioning) != 1:
@@ -154,7 +159,8 @@ class ConceptSaliency(io.ComfyNode):
             model, latent, source=source, noise_level=api.noise_sigma(model, noise_level),
             seeds=range(seed, seed + seed_count), conditioning=context)
         chosen = select_concepts(maps.names, concept)
-        soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius)  # [B, C, H, W]
+        soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,
+                                 eps=refine_eps)  # [B, C, H, W]
         masks = apply_mask_mode(soft, mask_mode, threshold)
         mask = masks[:, chosen].amax(dim=1)
         if invert:

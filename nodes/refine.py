@@ -115,8 +115,8 @@ def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def _inverse_3x3(m: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
-    """Inverse of symmetric 3x3 matrices given as nested lists of per-pixel tensors (adjugate /
-    determinant: elementwise, much faster than a batched linalg.inv of millions of 3x3s)."""
+    """Inverse of symmetric 3x3 matrices given as nested lists of per-cell tensors (adjugate over
+    determinant: a few elementwise ops instead of a batched linalg.inv of tiny matrices)."""
     a, b, c, d, e, f = m[0][0], m[0][1], m[0][2], m[1][1], m[1][2], m[2][2]
     i00, i01, i02 = d * f - e * e, c * e - b * f, b * e - c * d
     i11, i12, i22 = a * f - c * c, b * c - a * e, a * d - b * b
@@ -200,11 +200,12 @@ def pamr(soft: torch.Tensor, guide: torch.Tensor, iterations: int = PAMR_ITERATI
         count = len(offsets) + 1
         std = (total_sq / count - (total / count).square()).clamp(min=0).sqrt()  # [3, H, W]
         scale = 1.0 / (1e-8 + 0.1 * std)
-        logits = torch.empty(len(offsets), h, w)
+        logits = torch.empty(len(offsets), h, w, device=soft.device)
         for n, (dy, dx) in enumerate(offsets):
             logits[n] = -((center - _shift(image, dy, dx, pad)).abs() * scale).mean(0)
-        affinity = logits.softmax(0)  # [K, H, W]
-        del logits, image, center, total, total_sq
+        del image, center, total, total_sq
+        affinity = logits.sub_(logits.amax(0)).exp_()  # softmax over the neighbours, in place
+        affinity.div_(affinity.sum(0))  # [K, H, W]
         for start in range(0, c, CHUNK):
             maps = soft[i, start:start + CHUNK].float()
             for _ in range(iterations):

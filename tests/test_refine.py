@@ -91,6 +91,14 @@ def test_refinement_changes_the_maps_and_one_picture_serves_a_batch():
     torch.testing.assert_close(guided, refine.refine_maps(grid, picture.expand(2, -1, -1, -1), "guided"))
 
 
+@pytest.mark.parametrize("mode", ["guided", "pamr"])
+def test_a_flat_picture_gives_finite_maps_that_sum_to_one(mode):
+    """No colour variance anywhere: the fit falls back to the window mean of the maps (no NaN)."""
+    out = refine.refine_maps(_random_grid(), torch.zeros(1, 72, 104, 3), mode, blur=True)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.sum(dim=1), torch.ones(2, 72, 104), rtol=0, atol=1e-5)
+
+
 def test_none_is_the_bilinear_upsampling_of_grid_to_pixels():
     grid = _random_grid()
     torch.testing.assert_close(refine.refine_maps(grid, _random_picture(), "none", blur=True),
