@@ -73,16 +73,6 @@ def test_refined_maps_keep_shape_range_and_unit_sums_at_an_odd_size(mode):
     torch.testing.assert_close(out.sum(dim=1), torch.ones(2, 72, 104), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["guided", "pamr"])
-def test_mask_modes_after_refinement_keep_their_conventions(mode):
-    out = refine.refine_maps(_random_grid(), _random_picture(), mode)
-    exclusive = masks.apply_mask_mode(out, "exclusive")
-    assert torch.equal(exclusive.sum(dim=1), torch.ones(2, 72, 104))
-    assert set(exclusive.unique().tolist()) == {0.0, 1.0}
-    for binary in ("above mean", "otsu", "threshold"):
-        assert set(masks.apply_mask_mode(out, binary, threshold=0.4).unique().tolist()) <= {0.0, 1.0}, binary
-
-
 def test_refinement_changes_the_maps_and_one_picture_serves_a_batch():
     grid, picture = _random_grid(), _random_picture(b=1)
     bilinear = refine.refine_maps(grid, picture, "none")
