@@ -73,6 +73,16 @@ def test_refined_maps_keep_shape_range_and_unit_sums_at_an_odd_size(mode):
     torch.testing.assert_close(out.sum(dim=1), torch.ones(2, 72, 104), rtol=0, atol=1e-5)
 
 
+def test_an_odd_size_is_refined_as_its_padded_picture_cropped_never_stretched():
+    """72x104 pixels under a 5x7-token grid (80x112): the guided fit is the one of the picture
+    padded with its edge pixels (as Flux pads), cropped back, so every token stays over its own
+    pixels. (PAMR then works on the cropped picture's own pixels.)"""
+    grid, picture = _random_grid(), _random_picture()
+    padded = F.pad(picture.movedim(-1, 1), (0, 8, 0, 8), mode="replicate").movedim(1, -1)
+    expected = refine.refine_maps(grid, padded, "guided")[..., :72, :104]
+    torch.testing.assert_close(refine.refine_maps(grid, picture, "guided"), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_refinement_changes_the_maps_and_one_picture_serves_a_batch():
     grid, picture = _random_grid(), _random_picture(b=1)
     bilinear = refine.refine_maps(grid, picture, "none")
