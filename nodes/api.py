@@ -13,8 +13,11 @@ import torch
 from . import patching
 from .capture import VARIANTS, ConceptConfig, ConceptInputError, ConceptMaps, parse_blocks
 from .masks import gaussian_blur_3x3, grid_to_pixels
+from .refine import REFINE_MODES, refine_maps
+from .render import match_image
 
 SOURCES = ("auto", "sampling", "latent")
+REFINE_CHOICES = ("auto",) + REFINE_MODES  # auto: guided when a picture is given, none without
 
 
 def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str = "last 4",
@@ -123,8 +126,32 @@ def default_noise_level(model) -> float:
     return noise_sigma(model, 0.5)
 
 
-def concept_masks(maps: ConceptMaps, blur: bool = True) -> torch.Tensor:
-    """[B, C, H, W] at image resolution (latent size x the VAE scale), values 0..1. blur (the node's default,
-    on): the paper's 3x3 Gaussian (sigma 1) on the token grid first."""
-    grid = gaussian_blur_3x3(maps.maps) if blur else maps.maps
-    return grid_to_pixels(grid, maps.latent_size, maps.latent_scale, maps.patch_size)
+def concept_masks(maps: ConceptMaps, blur: bool = True, *, refine: str = "none", image: torch.Tensor | None = None,
+                  radius: int | None = None, eps: float | None = None, iterations: int | None = None) -> torch.Tensor:
+    """[B, C, H, W] at image resolution (latent size x the VAE scale), values 0..1, the concepts
+    summing to 1 per pixel. blur (the node's default, on): the paper's 3x3 Gaussian (sigma 1) on the
+    token grid first.
+
+    refine: 'none' (bilinear from the token grid), 'guided' (guided filter on the token grid,
+    applied per pixel: the maps' edges follow the picture's), 'pamr' (guided, then pixel-adaptive
+    refinement: slower, cleaner in texture), or 'auto' (guided when `image` is given, else none).
+    image: the picture the maps belong to, an IMAGE [B or 1, H, W, 3] at the masks' size (another
+    size is resized to it). radius (tokens), eps and iterations tune the refinement (see
+    nodes.refine.refine_maps).
+    """
+    if refine not in REFINE_CHOICES:
+        raise ConceptInputError(f"refine: expected one of {REFINE_CHOICES}, received {refine!r}.")
+    if refine == "auto":
+        refine = "none" if image is None else "guided"
+    if refine != "none" and image is None:
+        raise ConceptInputError(
+            f"image: refine '{refine}' makes the masks follow the picture's edges, but no image is "
+            "connected. Connect the picture (VAE Decode of the sampled latent, or the loaded photo) to "
+            "'image', or set refine to 'none'.")
+    if refine == "none":
+        grid = gaussian_blur_3x3(maps.maps) if blur else maps.maps
+        return grid_to_pixels(grid, maps.latent_size, maps.latent_scale, maps.patch_size)
+    b = maps.maps.shape[0]
+    height, width = maps.latent_size[0] * maps.latent_scale, maps.latent_size[1] * maps.latent_scale
+    return refine_maps(maps.maps, match_image(image, b, height, width), refine, blur=blur,
+                       token_pixels=maps.latent_scale * maps.patch_size, radius=radius, eps=eps, iterations=iterations)

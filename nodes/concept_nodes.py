@@ -133,7 +133,23 @@ class ConceptSaliency(io.ComfyNode):
                                               "empty prompt."),
                 io.Image.Input("image", optional=True,
                                tooltip="Optional picture (VAE Decode output or the loaded photo) under the "
-                                       "'overlay' heatmaps."),
+                                       "'overlay' heatmaps, and the guide for 'refine'."),
+                io.Combo.Input("refine", options=list(api.REFINE_CHOICES), default="auto", optional=True,
+                               tooltip="Masks that follow the picture's edges (uses 'image'). auto: guided when "
+                                       "an image is connected, else none. none: bilinear from the 16-pixel "
+                                       "token grid (soft borders a token wide). guided: edges snap to the "
+                                       "picture's, parts thinner than a token come back; fast. pamr: guided, "
+                                       "then pixel-adaptive refinement: cleaner in texture, several times slower."),
+                io.Int.Input("refine_radius", default=2, min=0, max=8, optional=True,
+                             tooltip="Window of the refinement, in 16-pixel tokens (2: 5x5 tokens). Larger: "
+                                     "the masks follow the picture over a wider area (fixes maps that are "
+                                     "further off, but a concept can leak across faint edges); smaller: closer "
+                                     "to the raw maps."),
+                io.Float.Input("refine_eps", default=0.0001, min=0.00001, max=0.1, step=0.00001, optional=True,
+                               tooltip="How faint a colour edge the refinement follows (the guided filter's "
+                                       "regularisation, squared 0..1 colour units). Smaller: fainter edges and "
+                                       "finer parts, but texture inside an object can split its mask; larger: "
+                                       "only strong edges, smoother masks."),
             ],
             outputs=[
                 io.Mask.Output("masks", display_name="masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
@@ -150,7 +166,7 @@ class ConceptSaliency(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
-                image=None) -> io.NodeOutput:
+                image=None, refine="auto", refine_radius=2, refine_eps=1e-4) -> io.NodeOutput:
         context = None
         if conditioning is not None:
             if len(conditioning) != 1:
@@ -161,6 +177,7 @@ class ConceptSaliency(io.ComfyNode):
                                 seeds=range(seed, seed + seed_count), conditioning=context)
         log.info("Concept Saliency: maps %s", maps.detail)
         chosen = select_concepts(maps.names, concept)
-        soft = api.concept_masks(maps, blur=blur)  # [B, C, H, W]
+        soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,
+                                 eps=refine_eps)  # [B, C, H, W]
         return io.NodeOutput(*saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image),
                              ui={"text": [f"maps {maps.detail}"]})
