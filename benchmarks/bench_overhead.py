@@ -177,7 +177,7 @@ def stream_timer(sync: bool):
     """Seconds spent in each piece of the concept stream: the block math patching.py calls, the per-call
     set-up (ConceptForward) and the accumulation (ConceptCapture.add). The hook's own Python is not
     included (it shows in the wall-time difference). With sync (CUDA) every piece waits for the device."""
-    from concept_attention_pack.nodes import patching as flux
+    from concept_attention_pack.nodes import patching
 
     seconds: dict[str, float] = {}
 
@@ -195,11 +195,11 @@ def stream_timer(sync: bool):
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - begin
         return wrapper
 
-    targets = [(flux, name) for name in STREAM_PIECES]
-    targets += [(flux.ConceptForward, "__init__"), (flux.ConceptCapture, "add")]
+    targets = [(patching, name) for name in STREAM_PIECES]
+    targets += [(patching.ConceptForward, "__init__"), (patching.ConceptCapture, "add")]
     with contextlib.ExitStack() as stack:
         for owner, name in targets:
-            label = name if owner is flux else f"{owner.__name__}.{name}"
+            label = name if owner is patching else f"{owner.__name__}.{name}"
             stack.enter_context(replaced(owner, name, timed(label, getattr(owner, name))))
         yield seconds
 
@@ -262,9 +262,9 @@ def disturbance_seconds() -> dict:
 class Bench:
     def __init__(self, args):
         import comfy.model_management
-        from concept_attention_pack.nodes import api, capture, patching as flux
+        from concept_attention_pack.nodes import api, capture, patching
 
-        self.args, self.api, self.capture, self.flux = args, api, capture, flux
+        self.args, self.api, self.capture, self.patching = args, api, capture, patching
         self.model = build_model(args)
         self.device = comfy.model_management.get_torch_device()
         self.meter = Meter(self.device)
@@ -294,7 +294,7 @@ class Bench:
     def variant(self, variant):
         """REFERENCE swaps the full-attention concept stream in for the pack's (patching.py's name for it)."""
         if variant == REFERENCE:
-            return replaced(self.flux, "concept_attention", full_attention_reference)
+            return replaced(self.patching, "concept_attention", full_attention_reference)
         return contextlib.nullcontext()
 
     def run(self, model, size, steps, variant=None, probe=False) -> dict:
