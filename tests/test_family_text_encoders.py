@@ -16,15 +16,9 @@ import torch
 
 from conftest import COMFYUI
 
-pytestmark = pytest.mark.comfy
+from tiny_flux import family_test_marks
 
-try:
-    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
-    _GATED = COMFYUI is not None and not families_supported()
-except ImportError:  # pragma: no cover
-    _GATED, FAMILIES_SKIP_REASON = False, ""
-if _GATED:
-    pytestmark = [pytest.mark.comfy, pytest.mark.skip(reason=FAMILIES_SKIP_REASON)]
+pytestmark = family_test_marks(COMFYUI is not None)
 
 CONCEPTS = ["dog", "skyscraper window", "forêt", "龍"]
 FAMILIES = ["klein", "dev", "chroma"]
