@@ -390,9 +390,6 @@ def _encode_pass(model, family, diffusion, capture, options, x0, noise, noise_le
     x0 = x0.repeat_interleave(seeds_count, dim=0)
     x_t = noise_level * noise.transpose(0, 1).reshape(x0.shape) + (1.0 - noise_level) * x0
     sigma = torch.full((rows,), float(noise_level), device=device)
-    # the model's own prompt preparation (0.3.64's Flux reads pooled_output: there is none here)
-    prepared = base.extra_conds(cross_attn=context, pooled_output=None).get("c_crossattn")
-    context = (prepared.cond if prepared is not None else context).to(device)  # (Flux.2: left-padded to 512)
     context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
     conditioning = family.encode_conditioning(diffusion, rows, device)
     image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
@@ -439,6 +436,9 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     comfy.model_management.load_models_gpu([model])
     base = model.model
     device = model.load_device
+    # the model's own prompt preparation, once (Flux.2: left-padded to 512; 0.3.64's Flux reads pooled_output)
+    prepared = base.extra_conds(cross_attn=context, pooled_output=None).get("c_crossattn")
+    context = (prepared.cond if prepared is not None else context).to(device)
     x0 = base.process_latent_in(latent.to(device, torch.float32))
     capture = ConceptCapture(config)
     options = comfy.model_patcher.create_model_options_clone(model.model_options).get("transformer_options", {})

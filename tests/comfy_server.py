@@ -93,6 +93,12 @@ class ComfyServer:
         self.log.close()
 
 
+def cached_nodes(entry) -> set[str]:
+    """The nodes the server took from its cache instead of executing, for this history entry."""
+    return {node for event, data in entry["status"]["messages"] if event == "execution_cached"
+            for node in data["nodes"]}
+
+
 class WorkflowError(RuntimeError):
     def __init__(self, messages):
         self.messages = messages

@@ -57,6 +57,15 @@ def comfyui_version() -> str:
     return version_file.read_text().split("=")[-1].strip().strip('"')
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real ComfyUI server with the pack and the tiny stand-in loaders, one per test module."""
+    from comfy_server import ComfyServer
+    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy_base"))
+    yield server
+    server.stop()
+
+
 def pytest_report_header(config):
     if COMFYUI is None:
         return f"concept attention: {SKIP_REASON}"

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import COMFYUI
 
 pytestmark = pytest.mark.comfy
 
@@ -96,14 +95,6 @@ def test_api_refined_edge_lands_within_2_pixels_of_the_true_edge(refine):
 
 
 # ----------------------------------------------------------------------------- through a server
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from comfy_server import ComfyServer
-    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy_base"))
-    yield server
-    server.stop()
-
 
 def _preview_pixels(server, entry, node):
     from PIL import Image

@@ -6,30 +6,16 @@ import copy
 
 import pytest
 
-from conftest import COMFYUI
 import test_workflows_through_server as workflows
+from comfy_server import cached_nodes
 from test_workflows_through_server import CUSTOM_ADVANCED, KSAMPLER, _image_sizes
 
 pytestmark = pytest.mark.comfy
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from comfy_server import ComfyServer
-    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy_base"))
-    yield server
-    server.stop()
-
-
 def _graph(sampler_nodes, latent_ref, **kwargs):
     """The workflow tests' graph, with its own copy of the sampler nodes (tests here edit them)."""
     return workflows._graph(copy.deepcopy(sampler_nodes), latent_ref, **kwargs)
-
-
-def cached_nodes(entry) -> set[str]:
-    """The nodes the server took from its cache instead of executing, for this prompt."""
-    return {node for event, data in entry["status"]["messages"] if event == "execution_cached"
-            for node in data["nodes"]}
 
 
 def saliency_text(entry, node="saliency") -> list[str]:

@@ -9,17 +9,8 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from conftest import COMFYUI
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from comfy_server import ComfyServer
-    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy_base"))
-    yield server
-    server.stop()
 
 
 def _image_sizes(server, entry, node):
@@ -92,17 +83,14 @@ def test_requeue_with_new_seed_gives_fresh_maps_and_unchanged_graph_is_cached(se
         query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
         return np.asarray(Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}"))))
 
-    def cached(entry):
-        return {node for event, data in entry["status"]["messages"] if event == "execution_cached"
-                for node in data["nodes"]}
-
     graph = _graph(KSAMPLER, ["sampler", 0], batch=1)
     first = mask_pixels(server.run(graph))
     graph["sampler"]["inputs"]["seed"] = 2
     reseeded = server.run(graph)
     assert not np.array_equal(first, mask_pixels(reseeded))
-    assert {"model", "clip", "patch"} <= cached(reseeded) and not {"sampler", "saliency"} & cached(reseeded)
-    assert cached(server.run(graph)) == set(graph)  # unchanged graph: the server executed nothing
+    from comfy_server import cached_nodes
+    assert {"model", "clip", "patch"} <= cached_nodes(reseeded) and not {"sampler", "saliency"} & cached_nodes(reseeded)
+    assert cached_nodes(server.run(graph)) == set(graph)  # unchanged graph: the server executed nothing
 
 
 def test_unknown_concept_name_is_a_clear_error(server):
