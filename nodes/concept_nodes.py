@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
 from .families import SUPPORTED, family_of
-from .masks import MASK_MODES, select_concepts
+from .masks import MASK_MODES, gaussian_blur_3x3, select_concepts
 from .outputs import saliency_outputs
+from .render import palette
 from .text_encoding import encode_concepts, encode_prompt
+from .ui_payload import map_payload
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,9 @@ class ConceptSaliency(io.ComfyNode):
             node_id="ConceptSaliency",
             display_name="Concept Saliency",
             category=CATEGORY,
+            # an output node: it shows its maps on the node (js/), so it runs, and a cached run
+            # sends its preview again, even when nothing is connected to its outputs
+            is_output_node=True,
             description="Concept maps as masks and heatmaps, for a latent the patched model sampled "
                         "(maps captured during sampling) or any other latent, e.g. VAE Encode of a photo "
                         "(maps computed from the latent with one forward pass).",
@@ -179,5 +185,27 @@ class ConceptSaliency(io.ComfyNode):
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,
                                  eps=refine_eps)  # [B, C, H, W]
-        return io.NodeOutput(*saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image),
-                             ui={"text": [f"maps {maps.detail}"]})
+        outputs = saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image)
+        return io.NodeOutput(*outputs, ui=saliency_ui(cls, maps, blur, overlays=outputs[3], segmentation=outputs[4]))
+
+
+MAX_PREVIEW_OVERLAYS = 64  # more overlay panels than this are not saved for the node's preview
+
+
+def saliency_ui(node_cls, maps, blur: bool, overlays, segmentation) -> dict:
+    """Concept Saliency's `ui` output: the source text, and for the node's preview (js/) the
+    segmentation and overlays saved as temp images (as PreviewImage saves them) with the compact
+    token-grid maps, names and colours (nodes/ui_payload.py)."""
+    def save(images):
+        prefix = "ConceptSaliency_temp_" + uuid.uuid4().hex[:8]
+        return ui.ImageSaveHelper.save_images(images, filename_prefix=prefix, folder_type=io.FolderType.temp,
+                                              cls=node_cls, compress_level=1)
+
+    b, c, h, w = maps.maps.shape
+    pixels = maps.latent_scale * maps.patch_size
+    payload = map_payload(gaussian_blur_3x3(maps.maps) if blur else maps.maps, maps.names, palette(c),
+                          source=maps.source, detail=f"maps {maps.detail}", covers=(h * pixels, w * pixels),
+                          size=tuple(segmentation.shape[1:3]))
+    payload["segmentation"] = save(segmentation)
+    payload["overlays"] = save(overlays) if overlays.shape[0] <= MAX_PREVIEW_OVERLAYS else []
+    return {"text": [f"maps {maps.detail}"], "concept_saliency": [payload]}

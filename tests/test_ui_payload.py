@@ -1,0 +1,163 @@
+"""The node UI's payload: the maps quantised and base64-encoded for the browser (pure), and
+Concept Saliency's `ui` output through a real server: the preview images exist, the payload's
+maps agree with the node's masks, and a cached re-run sends the same preview again."""
+from __future__ import annotations
+
+import asyncio
+import io as _io
+import json
+import urllib.parse
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+from concept_attention_pack.nodes.render import palette
+from concept_attention_pack.nodes.ui_payload import (MAX_CONCEPTS, MAX_GRID, color_hex, decode_grid, encode_grid,
+                                                     map_payload, shrink_grid)
+
+
+def _soft(b, c, h, w, seed=0):
+    return torch.softmax(torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed)) * 3, dim=1)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_encoding_round_trips_within_half_a_step(bits):
+    grid = _soft(1, 5, 7, 9)[0]
+    text = encode_grid(grid, bits)
+    assert len(__import__("base64").b64decode(text)) == grid.numel() * bits // 8
+    back = decode_grid(text, grid.shape, bits)
+    step = 1 / ((1 << bits) - 1)
+    assert (back - grid).abs().max() <= step / 2 + 1e-7
+    assert back.shape == grid.shape
+
+
+def test_encoding_is_concept_major_row_major_little_endian():
+    grid = torch.zeros(2, 2, 3)
+    grid[1, 0, 2] = 1.0  # concept 1, row 0, column 2
+    raw = __import__("base64").b64decode(encode_grid(grid, 16))
+    index = 1 * 6 + 0 * 3 + 2
+    assert raw[2 * index:2 * index + 2] == b"\xff\xff" and raw.count(b"\xff") == 2
+    raw8 = __import__("base64").b64decode(encode_grid(grid, 8))
+    assert raw8[index] == 255 and sum(raw8) == 255
+
+
+def test_bad_bits_is_refused():
+    with pytest.raises(ValueError, match="bits"):
+        encode_grid(torch.zeros(1, 2, 2), 12)
+
+
+def test_large_grids_are_averaged_down_and_still_sum_to_one():
+    maps = _soft(1, 3, 128, 96)
+    small = shrink_grid(maps)
+    assert small.shape == (1, 3, MAX_GRID, 48)
+    torch.testing.assert_close(small.sum(1), torch.ones(1, MAX_GRID, 48))
+    assert shrink_grid(_soft(1, 3, 64, 64)).shape == (1, 3, 64, 64)  # not changed at the limit
+
+
+def test_payload_carries_names_colours_shape_and_one_string_per_image():
+    maps = _soft(2, 3, 4, 6)
+    payload = map_payload(maps, ["dragon", "sky", "background"], palette(3), source="sampling",
+                          detail="maps captured", covers=(64, 96), size=(64, 90))
+    assert payload["names"] == ["dragon", "sky", "background"]
+    assert payload["colors"] == [color_hex(c) for c in palette(3)] and payload["colors"][0] == "#e59e00"
+    assert payload["shape"] == [3, 4, 6] and payload["batch"] == 2 and len(payload["maps"]) == 2
+    assert payload["covers"] == [64, 96] and payload["size"] == [64, 90] and payload["bits"] == 8
+    back = decode_grid(payload["maps"][1], payload["shape"], 8)
+    assert (back - maps[1]).abs().max() <= 0.5 / 255 + 1e-7
+    json.dumps(payload)  # goes through the server's JSON as it is
+
+
+def test_more_than_64_concepts_send_names_but_no_maps():
+    c = MAX_CONCEPTS + 1
+    payload = map_payload(_soft(1, c, 2, 2), [f"c{i}" for i in range(c)], palette(c), source="latent",
+                          detail="", covers=(32, 32), size=(32, 32))
+    assert payload["maps"] == [] and payload["shape"] is None and "64" in payload["omitted"]
+    assert len(payload["colors"]) == c
+
+
+# ---- through a real server ----------------------------------------------------------------------
+
+def _graph():
+    from test_workflows_through_server import KSAMPLER, _graph as graph
+    g = graph(KSAMPLER, ["sampler", 0], batch=2)
+    g["saliency"]["inputs"]["concept"] = "dragon"
+    g["all_masks"] = {"class_type": "MaskToImage", "inputs": {"mask": ["saliency", 0]}}
+    g["preview_all_masks"] = {"class_type": "PreviewImage", "inputs": {"images": ["all_masks", 0]}}
+    return g
+
+
+def _picture(server, saved) -> np.ndarray:
+    from PIL import Image
+    query = urllib.parse.urlencode({k: saved[k] for k in ("filename", "subfolder", "type")})
+    return np.asarray(Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}"))).convert("RGB"))
+
+
+async def _executed_messages(server, prompt: dict) -> tuple[str, dict]:
+    """Queue `prompt` as a browser client does (with a client id, over the websocket); return its
+    prompt id and the `executed` messages' outputs per node, as the frontend receives them."""
+    import aiohttp
+    client_id = uuid.uuid4().hex
+    outputs = {}
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+            async with session.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                prompt_id = (await r.json())["prompt_id"]
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                event = json.loads(message.data)
+                data = event.get("data", {})
+                if data.get("prompt_id") != prompt_id:
+                    continue
+                if event["type"] == "executed":
+                    outputs[data["node"]] = data["output"]
+                elif event["type"] == "execution_error":
+                    raise AssertionError(data)
+                elif event["type"] == "executing" and data.get("node") is None:
+                    break
+                elif event["type"] == "execution_success":
+                    break
+    return prompt_id, outputs
+
+
+@pytest.mark.comfy
+def test_node_ui_payload_matches_the_masks_and_a_cached_run_sends_it_again(server):
+    from comfy_server import cached_nodes
+    graph = _graph()
+    first_id, first = asyncio.run(_executed_messages(server, graph))
+    payload = first["saliency"]["concept_saliency"][0]
+    assert payload["names"] == ["dragon", "sky", "background"] and payload["batch"] == 2
+    assert payload["source"] == "sampling" and payload["detail"].startswith("maps captured while sampling")
+    assert first["saliency"]["text"] == [payload["detail"]]
+    assert payload["size"] == [64, 96] and payload["covers"] == [64, 96] and payload["shape"] == [3, 4, 6]
+    assert len(payload["segmentation"]) == 2 and len(payload["overlays"]) == 6
+    assert all(s["type"] == "temp" for s in payload["segmentation"] + payload["overlays"])
+
+    # each token's strongest concept in the payload is the concept whose exclusive mask is 1 at that
+    # token's centre pixel (bilinear upsampling is exact at cell centres), and has its colour there
+    entry = server.wait(first_id)
+    all_masks = [_picture(server, s)[..., 0] for s in entry["outputs"]["preview_all_masks"]["images"]]
+    c, h, w = payload["shape"]
+    checked = 0
+    for i in range(payload["batch"]):
+        grid = decode_grid(payload["maps"][i], payload["shape"], payload["bits"]).numpy()
+        segmentation = _picture(server, payload["segmentation"][i])
+        for row in range(h):
+            for col in range(w):
+                y, x = row * 16 + 8, col * 16 + 8
+                top = int(grid[:, row, col].argmax())
+                if np.sort(grid[:, row, col])[-2] > grid[top, row, col] - 2 / 255:
+                    continue  # a near tie: quantisation may flip it
+                assert all_masks[i * c + top][y, x] == 255, (i, row, col, top)
+                if y > 40 or x > 40:  # outside the legend
+                    expected = [int(v * 255 + 0.5) for v in palette(3)[top].tolist()]
+                    assert np.abs(segmentation[y, x].astype(int) - expected).max() <= 1
+                checked += 1
+    assert checked > 20
+
+    again_id, again = asyncio.run(_executed_messages(server, graph))
+    assert "saliency" in cached_nodes(server.wait(again_id))
+    assert again["saliency"] == first["saliency"], "a cached run must send the same preview to the node"
+    assert _picture(server, again["saliency"]["concept_saliency"][0]["overlays"][5]).shape == (64, 96, 3)
