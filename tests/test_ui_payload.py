@@ -161,3 +161,33 @@ def test_node_ui_payload_matches_the_masks_and_a_cached_run_sends_it_again(serve
     assert "saliency" in cached_nodes(server.wait(again_id))
     assert again["saliency"] == first["saliency"], "a cached run must send the same preview to the node"
     assert _picture(server, again["saliency"]["concept_saliency"][0]["overlays"][5]).shape == (64, 96, 3)
+
+
+FIXTURE = __import__("pathlib").Path(__file__).resolve().parent / "js" / "payload_fixture.json"
+
+
+def fixture_payloads() -> dict:
+    """Payloads the JS unit tests (tests/js) decode: a 3-concept, 2-image, 2x3 grid in 8 and 16 bits,
+    with the values the python decoder reads back. Regenerate:
+    cd tests && python -c "import conftest, test_ui_payload as t; t.write_fixture()" """
+    grid = torch.tensor([[[0.7, 0.2, 0.1], [0.05, 0.5, 0.3]],
+                         [[0.2, 0.5, 0.1], [0.9, 0.25, 0.3]],
+                         [[0.1, 0.3, 0.8], [0.05, 0.25, 0.4]]])
+    maps = torch.stack([grid, grid.flip(-1)])  # [2, 3, 2, 3]
+    out = {}
+    for bits in (8, 16):
+        payload = map_payload(maps, ["dragon", "sky", "background"], palette(3), source="sampling",
+                              detail="maps captured while sampling: 4 model passes x 4 blocks averaged",
+                              covers=(32, 48), size=(30, 40), bits=bits)
+        payload["decoded"] = [decode_grid(m, payload["shape"], bits).flatten().tolist() for m in payload["maps"]]
+        out[str(bits)] = payload
+    return out
+
+
+def test_the_js_tests_fixture_is_what_the_encoder_writes():
+    assert json.loads(FIXTURE.read_text()) == json.loads(json.dumps(fixture_payloads())), (
+        "regenerate tests/js/payload_fixture.json (see fixture_payloads)")
+
+
+def write_fixture() -> None:
+    FIXTURE.write_text(json.dumps(fixture_payloads(), indent=1) + "\n")

@@ -1,0 +1,47 @@
+// Concept names on the node (pure, no DOM): the concepts typed in Concept Attention, the value of
+// Concept Saliency's `concept` widget after a click or shift-click, and the names in it that the
+// connected Concept Attention node does not have. Mirrors nodes/capture.py parse_concepts and
+// nodes/masks.py select_concepts (case-insensitive names, comma-separated union).
+
+/** Concept Attention's `concepts` text -> names: one per line or comma-separated, trimmed. */
+export function parseConcepts(text) {
+  return String(text ?? "")
+    .split(/\r?\n/)
+    .flatMap((line) => line.split(","))
+    .map((name) => name.trim())
+    .filter(Boolean);
+}
+
+/** The `concept` widget's names (comma-separated). */
+export function chosenNames(value) {
+  return String(value ?? "").split(",").map((n) => n.trim()).filter(Boolean);
+}
+
+/**
+ * The widget value after picking `name`: a click (additive false) makes it the only concept; a
+ * shift-click (additive true) adds it to the union, or removes it when it is already there (the
+ * last one removed leaves the empty value, which the node reads as its first concept).
+ */
+export function pickConcept(value, name, additive = false) {
+  if (!additive) return name;
+  const names = chosenNames(value);
+  const at = names.findIndex((n) => n.toLowerCase() === name.toLowerCase());
+  if (at >= 0) names.splice(at, 1);
+  else names.push(name);
+  return names.join(", ");
+}
+
+/** Names in `value` that are not among `known` (case-insensitive), in the order typed. */
+export function unknownNames(value, known) {
+  const lookup = new Set(known.map((n) => n.toLowerCase()));
+  return chosenNames(value).filter((n) => !lookup.has(n.toLowerCase()));
+}
+
+/** The line shown on the node for a `concept` value against the connected node's concepts. */
+export function conceptWarning(value, known) {
+  if (!known?.length) return "";
+  const unknown = unknownNames(value, known);
+  if (!unknown.length) return "";
+  const quoted = unknown.map((n) => `'${n}'`).join(", ");
+  return `${quoted} ${unknown.length > 1 ? "are" : "is"} not among the concepts: ${known.join(", ")}`;
+}

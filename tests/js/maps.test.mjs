@@ -1,0 +1,86 @@
+// node --test tests/js : the pure modules of the node UI (js/maps.js), against payloads written by
+// the python encoder (tests/js/payload_fixture.json, checked by tests/test_ui_payload.py).
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { cellAt, decodeMaps, formatShare, imagePixel, legendModel, rankAt, rankAtPointer } from "../../js/maps.js";
+
+const fixture = JSON.parse(readFileSync(new URL("./payload_fixture.json", import.meta.url)));
+
+for (const bits of ["8", "16"]) {
+  test(`decodes the ${bits}-bit payload to the values python reads back`, () => {
+    const payload = fixture[bits];
+    for (let i = 0; i < payload.batch; i++) {
+      const maps = decodeMaps(payload, i);
+      assert.deepEqual([maps.c, maps.h, maps.w], payload.shape);
+      payload.decoded[i].forEach((v, k) => assert.ok(Math.abs(maps.values[k] - v) < 1e-6, `${i}/${k}`));
+    }
+  });
+}
+
+test("a payload of the wrong length is refused with the sizes", () => {
+  const payload = { ...fixture["8"], maps: ["AAAA"] };
+  assert.throws(() => decodeMaps(payload, 0), /expected 18 values of 8 bits, received 3 bytes/);
+});
+
+test("no maps (more than 64 concepts) decodes to null", () => {
+  assert.equal(decodeMaps({ ...fixture["8"], shape: null, maps: [] }, 0), null);
+});
+
+test("pointer -> image pixel with the picture fitted and centred in the box", () => {
+  // a 40x30 picture in a 200x100 box: scale 100/30, drawn 133.3 wide from x = 33.3
+  assert.equal(imagePixel(10, 50, { width: 200, height: 100 }, [30, 40]), null);
+  assert.deepEqual(imagePixel(34, 0, { width: 200, height: 100 }, [30, 40]), { x: 0, y: 0 });
+  assert.deepEqual(imagePixel(166, 99, { width: 200, height: 100 }, [30, 40]), { x: 39, y: 29 });
+  assert.equal(imagePixel(167, 50, { width: 200, height: 100 }, [30, 40]), null);
+});
+
+test("image pixel -> token cell: the grid spans the padded size", () => {
+  const payload = fixture["8"]; // grid 2x3 over 32x48 pixels: 16 px cells
+  assert.deepEqual(cellAt(payload, 0, 0), { row: 0, col: 0 });
+  assert.deepEqual(cellAt(payload, 15, 15), { row: 0, col: 0 });
+  assert.deepEqual(cellAt(payload, 16, 16), { row: 1, col: 1 });
+  assert.deepEqual(cellAt(payload, 39, 29), { row: 1, col: 2 });
+});
+
+test("ranking at a cell: strongest first, with names, colours and shares", () => {
+  const payload = fixture["16"];
+  const maps = decodeMaps(payload, 0);
+  const ranking = rankAt(maps, payload, 1, 0); // column 0 of row 1: 0.05, 0.9, 0.05
+  assert.deepEqual(ranking.map((r) => r.name), ["sky", "dragon", "background"]);
+  assert.equal(ranking[0].color, "#57b5e8");
+  assert.ok(Math.abs(ranking[0].share - 0.9) < 1e-4);
+  // the second image is the first flipped left-right
+  assert.deepEqual(rankAt(decodeMaps(payload, 1), payload, 0, 2).map((r) => r.name), ["dragon", "sky", "background"]);
+  // a tie (dragon and sky 0.1) keeps the concepts' order
+  assert.deepEqual(rankAt(maps, payload, 0, 2).map((r) => r.name), ["background", "dragon", "sky"]);
+});
+
+test("ranking under the pointer goes through pixel and cell", () => {
+  const payload = fixture["8"];
+  const maps = decodeMaps(payload, 0);
+  // box of the picture's own size: the pointer is the pixel; pixel (x 35, y 20) -> cell (1, 2)
+  const at = rankAtPointer(payload, maps, 35.5, 20.5, { width: 40, height: 30 });
+  assert.deepEqual([at.row, at.col], [1, 2]);
+  assert.equal(at.ranking[0].name, "background");
+  assert.equal(rankAtPointer(payload, null, 1, 1, { width: 40, height: 30 }), null);
+});
+
+test("shares as percentages", () => {
+  assert.equal(formatShare(0.734), "73%");
+  assert.equal(formatShare(0.0512), "5.1%");
+  assert.equal(formatShare(0.0004), "<0.1%");
+  assert.equal(formatShare(0), "0.0%");
+});
+
+test("legend: colours, mean shares, cells won and the chosen names", () => {
+  const payload = fixture["16"];
+  const legend = legendModel(payload, decodeMaps(payload, 0), ["SKY"]);
+  assert.deepEqual(legend.map((e) => [e.name, e.color, e.chosen]),
+    [["dragon", "#e59e00", false], ["sky", "#57b5e8", true], ["background", "#009e73", false]]);
+  // winners per cell: dragon, sky, background / sky, dragon, background
+  assert.deepEqual(legend.map((e) => Math.round(e.wins * 6)), [2, 2, 2]);
+  assert.ok(Math.abs(legend[0].mean - (0.7 + 0.2 + 0.1 + 0.05 + 0.5 + 0.3) / 6) < 1e-4);
+  assert.deepEqual(legendModel(payload, null).map((e) => e.wins), [0, 0, 0]);
+});
