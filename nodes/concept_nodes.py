@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
 from .families import SUPPORTED, family_of
-from .masks import MASK_MODES, gaussian_blur_3x3, select_concepts
+from .masks import MASK_MODES, select_concepts
 from .outputs import saliency_outputs
 from .render import palette
 from .text_encoding import encode_concepts, encode_prompt
@@ -186,26 +186,22 @@ class ConceptSaliency(io.ComfyNode):
         soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,
                                  eps=refine_eps)  # [B, C, H, W]
         outputs = saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image)
-        return io.NodeOutput(*outputs, ui=saliency_ui(cls, maps, blur, overlays=outputs[3], segmentation=outputs[4]))
+        return io.NodeOutput(*outputs, ui=saliency_ui(cls, maps, soft, overlays=outputs[3], segmentation=outputs[4]))
 
 
 MAX_PREVIEW_OVERLAYS = 64  # more overlay panels than this are not saved for the node's preview
 
 
-def saliency_ui(node_cls, maps, blur: bool, overlays, segmentation) -> dict:
+def saliency_ui(node_cls, maps, soft, overlays, segmentation) -> dict:
     """Concept Saliency's `ui` output: the source text, and for the node's preview (js/) the
     segmentation and overlays saved as temp images (as PreviewImage saves them) with the compact
-    token-grid maps, names and colours (nodes/ui_payload.py)."""
+    soft maps, names and colours (nodes/ui_payload.py)."""
     def save(images):
         prefix = "ConceptSaliency_temp_" + uuid.uuid4().hex[:8]
         return ui.ImageSaveHelper.save_images(images, filename_prefix=prefix, folder_type=io.FolderType.temp,
                                               cls=node_cls, compress_level=1)
 
-    b, c, h, w = maps.maps.shape
-    pixels = maps.latent_scale * maps.patch_size
-    payload = map_payload(gaussian_blur_3x3(maps.maps) if blur else maps.maps, maps.names, palette(c),
-                          source=maps.source, detail=f"maps {maps.detail}", covers=(h * pixels, w * pixels),
-                          size=tuple(segmentation.shape[1:3]))
+    payload = map_payload(soft, maps.names, palette(soft.shape[1]), source=maps.source, detail=f"maps {maps.detail}")
     payload["segmentation"] = save(segmentation)
     payload["overlays"] = save(overlays) if overlays.shape[0] <= MAX_PREVIEW_OVERLAYS else []
     return {"text": [f"maps {maps.detail}"], "concept_saliency": [payload]}

@@ -2,18 +2,20 @@
 (pure torch, no ComfyUI). The browser ranks the concepts under the pointer from these numbers,
 not from the coloured picture.
 
-Per image, the token-grid maps [C, h, w] (at most MAX_GRID cells a side: larger grids are
-averaged down), each share quantised to 8 bits (or 16) and base64-encoded, concept-major, 16-bit
-values little-endian. js/payload.js decodes it."""
+Per image, the soft maps the masks are made of (after blur and refine), averaged over square
+cells of whole pixels so that the grid has at most MAX_CELLS cells (a 1024 px picture: 8 px
+cells, 128 x 128; a small one: its pixels), each share quantised to 8 bits (or 16) and
+base64-encoded, concept-major, 16-bit values little-endian. js/maps.js decodes it."""
 from __future__ import annotations
 
 import base64
+import math
 
 import torch
 import torch.nn.functional as F
 
 MAX_CONCEPTS = 64  # above this the payload carries names and colours but no maps
-MAX_GRID = 64  # cells a side; a 1024 px Flux.1 image has 64 x 64 tokens
+MAX_CELLS = 128 * 128  # cells per image and concept
 BITS = (8, 16)
 
 
@@ -22,13 +24,21 @@ def color_hex(rgb) -> str:
     return "#" + "".join(f"{round(float(v) * 255):02x}" for v in rgb)
 
 
-def shrink_grid(maps: torch.Tensor, max_side: int = MAX_GRID) -> torch.Tensor:
-    """[B, C, h, w] -> at most max_side cells a side, by averaging (the shares still sum to 1)."""
-    h, w = maps.shape[-2:]
-    if max(h, w) <= max_side:
-        return maps
-    scale = max_side / max(h, w)
-    return F.adaptive_avg_pool2d(maps.float(), (max(1, round(h * scale)), max(1, round(w * scale))))
+def cell_size(height: int, width: int, max_cells: int = MAX_CELLS) -> int:
+    """The smallest cell side in pixels for which the grid of a height x width picture has at most
+    max_cells cells."""
+    cell = max(1, math.floor(math.sqrt(height * width / max_cells)))
+    while math.ceil(height / cell) * math.ceil(width / cell) > max_cells:
+        cell += 1
+    return cell
+
+
+def shrink_maps(maps: torch.Tensor, cell: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, ceil(H / cell), ceil(W / cell)]: each cell's mean (the cells at the
+    bottom and right edges average the pixels they have), so the shares still sum to 1."""
+    if cell == 1:
+        return maps.float()
+    return F.avg_pool2d(maps.float(), cell, ceil_mode=True)
 
 
 def encode_grid(grid: torch.Tensor, bits: int = 8) -> str:
@@ -49,23 +59,22 @@ def decode_grid(text: str, shape, bits: int = 8) -> torch.Tensor:
     return torch.from_numpy(values.reshape(tuple(shape)) / ((1 << bits) - 1))
 
 
-def map_payload(grid: torch.Tensor, names, colors, *, source: str, detail: str, covers, size,
-                bits: int = 8) -> dict:
-    """The UI payload for maps on the token grid.
+def map_payload(maps: torch.Tensor, names, colors, *, source: str, detail: str, bits: int = 8,
+                max_cells: int = MAX_CELLS) -> dict:
+    """The UI payload for soft maps [B, C, H, W] at image size (the shares the masks are made of).
 
-    grid: [B, C, h, w] soft shares (as the masks use them: blurred when the node blurs);
-    colors: [C, 3] the segmentation's colours; covers: (height, width) in image pixels that the
-    grid spans (the padded size: h and w tokens times the pixels per token); size: the image's
-    (height, width). A pixel (y, x) of the image lies in cell (y * h' // covers[0], x * w' // covers[1])
-    of the sent grid [h', w']."""
-    b, c = grid.shape[:2]
+    colors: [C, 3] the segmentation's colours. The grid [h, w] covers `covers` = (h, w) x `cell`
+    pixels; image pixel (y, x) lies in cell (y // cell, x // cell)."""
+    b, c, height, width = maps.shape
+    cell = cell_size(height, width, max_cells)
+    rows, cols = math.ceil(height / cell), math.ceil(width / cell)
     payload = {"names": [str(n) for n in names], "colors": [color_hex(rgb) for rgb in colors[:c]],
-               "source": source, "detail": detail, "batch": b, "covers": [int(v) for v in covers],
-               "size": [int(v) for v in size], "bits": bits, "shape": None, "maps": []}
+               "source": source, "detail": detail, "batch": b, "size": [height, width], "cell": cell,
+               "covers": [rows * cell, cols * cell], "bits": bits, "shape": None, "maps": []}
     if c > MAX_CONCEPTS:
         payload["omitted"] = f"{c} concepts: the pointer ranking covers up to {MAX_CONCEPTS}"
         return payload
-    small = shrink_grid(grid)
-    payload["shape"] = list(small.shape[1:])
+    small = shrink_maps(maps, cell)
+    payload["shape"] = [c, rows, cols]
     payload["maps"] = [encode_grid(small[i], bits) for i in range(b)]
     return payload

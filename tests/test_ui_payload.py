@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from concept_attention_pack.nodes.render import palette
-from concept_attention_pack.nodes.ui_payload import (MAX_CONCEPTS, MAX_GRID, color_hex, decode_grid, encode_grid,
-                                                     map_payload, shrink_grid)
+from concept_attention_pack.nodes.ui_payload import (MAX_CELLS, MAX_CONCEPTS, cell_size, color_hex, decode_grid,
+                                                     encode_grid, map_payload, shrink_maps)
 
 
 def _soft(b, c, h, w, seed=0):
@@ -48,31 +48,41 @@ def test_bad_bits_is_refused():
         encode_grid(torch.zeros(1, 2, 2), 12)
 
 
-def test_large_grids_are_averaged_down_and_still_sum_to_one():
-    maps = _soft(1, 3, 128, 96)
-    small = shrink_grid(maps)
-    assert small.shape == (1, 3, MAX_GRID, 48)
-    torch.testing.assert_close(small.sum(1), torch.ones(1, MAX_GRID, 48))
-    assert shrink_grid(_soft(1, 3, 64, 64)).shape == (1, 3, 64, 64)  # not changed at the limit
+def test_cells_are_whole_pixels_and_the_grid_stays_within_the_budget():
+    assert cell_size(64, 96) == 1  # a small picture goes pixel by pixel
+    assert cell_size(1024, 1024) == 8 and cell_size(1024, 1024) ** 2 * MAX_CELLS == 1024 * 1024
+    for height, width in [(1024, 1024), (1000, 1500), (1080, 1920), (2048, 512), (129, 129)]:
+        cell = cell_size(height, width)
+        assert -(-height // cell) * -(-width // cell) <= MAX_CELLS
+        assert cell == 1 or -(-height // (cell - 1)) * -(-width // (cell - 1)) > MAX_CELLS  # the smallest
+
+
+def test_cells_average_the_shares_and_still_sum_to_one():
+    maps = _soft(1, 3, 10, 7)
+    small = shrink_maps(maps, 3)  # edge cells average the pixels they have
+    assert small.shape == (1, 3, 4, 3)
+    torch.testing.assert_close(small.sum(1), torch.ones(1, 4, 3))
+    torch.testing.assert_close(small[0, :, 3, 2], maps[0, :, 9:, 6:].mean((-2, -1)))
+    torch.testing.assert_close(shrink_maps(maps, 1), maps)
 
 
 def test_payload_carries_names_colours_shape_and_one_string_per_image():
-    maps = _soft(2, 3, 4, 6)
+    maps = _soft(2, 3, 30, 45)
     payload = map_payload(maps, ["dragon", "sky", "background"], palette(3), source="sampling",
-                          detail="maps captured", covers=(64, 96), size=(64, 90))
+                          detail="maps captured", max_cells=100)
     assert payload["names"] == ["dragon", "sky", "background"]
     assert payload["colors"] == [color_hex(c) for c in palette(3)] and payload["colors"][0] == "#e59e00"
-    assert payload["shape"] == [3, 4, 6] and payload["batch"] == 2 and len(payload["maps"]) == 2
-    assert payload["covers"] == [64, 96] and payload["size"] == [64, 90] and payload["bits"] == 8
+    assert payload["cell"] == 4 and payload["shape"] == [3, 8, 12] and payload["covers"] == [32, 48]
+    assert payload["batch"] == 2 and len(payload["maps"]) == 2 and payload["size"] == [30, 45]
+    assert payload["bits"] == 8
     back = decode_grid(payload["maps"][1], payload["shape"], 8)
-    assert (back - maps[1]).abs().max() <= 0.5 / 255 + 1e-7
+    assert (back - shrink_maps(maps, 4)[1]).abs().max() <= 0.5 / 255 + 1e-7
     json.dumps(payload)  # goes through the server's JSON as it is
 
 
 def test_more_than_64_concepts_send_names_but_no_maps():
     c = MAX_CONCEPTS + 1
-    payload = map_payload(_soft(1, c, 2, 2), [f"c{i}" for i in range(c)], palette(c), source="latent",
-                          detail="", covers=(32, 32), size=(32, 32))
+    payload = map_payload(_soft(1, c, 2, 2), [f"c{i}" for i in range(c)], palette(c), source="latent", detail="")
     assert payload["maps"] == [] and payload["shape"] is None and "64" in payload["omitted"]
     assert len(payload["colors"]) == c
 
@@ -131,31 +141,30 @@ def test_node_ui_payload_matches_the_masks_and_a_cached_run_sends_it_again(serve
     assert payload["names"] == ["dragon", "sky", "background"] and payload["batch"] == 2
     assert payload["source"] == "sampling" and payload["detail"].startswith("maps captured while sampling")
     assert first["saliency"]["text"] == [payload["detail"]]
-    assert payload["size"] == [64, 96] and payload["covers"] == [64, 96] and payload["shape"] == [3, 4, 6]
+    assert payload["size"] == [64, 96]
     assert len(payload["segmentation"]) == 2 and len(payload["overlays"]) == 6
     assert all(s["type"] == "temp" for s in payload["segmentation"] + payload["overlays"])
 
-    # each token's strongest concept in the payload is the concept whose exclusive mask is 1 at that
-    # token's centre pixel (bilinear upsampling is exact at cell centres), and has its colour there
+    # a 96x64 picture goes pixel by pixel: each pixel's strongest concept in the payload is the
+    # concept whose exclusive mask is 1 there, and the segmentation shows its colour
     entry = server.wait(first_id)
     all_masks = [_picture(server, s)[..., 0] for s in entry["outputs"]["preview_all_masks"]["images"]]
-    c, h, w = payload["shape"]
-    checked = 0
+    assert payload["cell"] == 1 and payload["shape"] == [3, 64, 96] and payload["covers"] == [64, 96]
+    c = 3
+    colors = np.array([[int(v * 255) for v in rgb] for rgb in palette(3).tolist()])
     for i in range(payload["batch"]):
         grid = decode_grid(payload["maps"][i], payload["shape"], payload["bits"]).numpy()
-        segmentation = _picture(server, payload["segmentation"][i])
-        for row in range(h):
-            for col in range(w):
-                y, x = row * 16 + 8, col * 16 + 8
-                top = int(grid[:, row, col].argmax())
-                if np.sort(grid[:, row, col])[-2] > grid[top, row, col] - 2 / 255:
-                    continue  # a near tie: quantisation may flip it
-                assert all_masks[i * c + top][y, x] == 255, (i, row, col, top)
-                if y > 40 or x > 40:  # outside the legend
-                    expected = [int(v * 255 + 0.5) for v in palette(3)[top].tolist()]
-                    assert np.abs(segmentation[y, x].astype(int) - expected).max() <= 1
-                checked += 1
-    assert checked > 20
+        top = grid.argmax(0)
+        ordered = np.sort(grid, axis=0)
+        clear = ordered[-1] - ordered[-2] > 2 / 255  # not a near tie that quantisation may flip
+        exclusive = np.stack([all_masks[i * c + k] for k in range(c)]).argmax(0)
+        assert clear.mean() > 0.5
+        np.testing.assert_array_equal(top[clear], exclusive[clear])
+        segmentation = _picture(server, payload["segmentation"][i]).astype(int)
+        outside_legend = np.zeros_like(clear)
+        outside_legend[40:, :] = outside_legend[:, 48:] = True
+        shown = np.abs(segmentation - colors[top][..., :]).max(-1) <= 1
+        assert shown[clear & outside_legend].all()
 
     again_id, again = asyncio.run(_executed_messages(server, graph))
     assert "saliency" in cached_nodes(server.wait(again_id))
@@ -167,18 +176,20 @@ FIXTURE = __import__("pathlib").Path(__file__).resolve().parent / "js" / "payloa
 
 
 def fixture_payloads() -> dict:
-    """Payloads the JS unit tests (tests/js) decode: a 3-concept, 2-image, 2x3 grid in 8 and 16 bits,
-    with the values the python decoder reads back. Regenerate:
+    """Payloads the JS unit tests (tests/js) decode: 3 concepts, 2 images of 32x48 pixels, constant
+    over 16x16 blocks and sent in 16 px cells (a 2x3 grid), in 8 and 16 bits, with the values the
+    python decoder reads back. Regenerate:
     cd tests && python -c "import conftest, test_ui_payload as t; t.write_fixture()" """
     grid = torch.tensor([[[0.7, 0.2, 0.1], [0.05, 0.5, 0.3]],
                          [[0.2, 0.5, 0.1], [0.9, 0.25, 0.3]],
                          [[0.1, 0.3, 0.8], [0.05, 0.25, 0.4]]])
-    maps = torch.stack([grid, grid.flip(-1)])  # [2, 3, 2, 3]
+    grids = torch.stack([grid, grid.flip(-1)])  # [2, 3, 2, 3]
+    maps = grids.repeat_interleave(16, -2).repeat_interleave(16, -1)  # [2, 3, 32, 48]
     out = {}
     for bits in (8, 16):
         payload = map_payload(maps, ["dragon", "sky", "background"], palette(3), source="sampling",
                               detail="maps captured while sampling: 4 model passes x 4 blocks averaged",
-                              covers=(32, 48), size=(30, 40), bits=bits)
+                              bits=bits, max_cells=6)
         payload["decoded"] = [decode_grid(m, payload["shape"], bits).flatten().tolist() for m in payload["maps"]]
         out[str(bits)] = payload
     return out

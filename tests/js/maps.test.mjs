@@ -36,12 +36,13 @@ test("pointer -> image pixel with the picture fitted and centred in the box", ()
   assert.equal(imagePixel(167, 50, { width: 200, height: 100 }, [30, 40]), null);
 });
 
-test("image pixel -> token cell: the grid spans the padded size", () => {
+test("image pixel -> grid cell", () => {
   const payload = fixture["8"]; // grid 2x3 over 32x48 pixels: 16 px cells
+  assert.equal(payload.cell, 16);
   assert.deepEqual(cellAt(payload, 0, 0), { row: 0, col: 0 });
   assert.deepEqual(cellAt(payload, 15, 15), { row: 0, col: 0 });
   assert.deepEqual(cellAt(payload, 16, 16), { row: 1, col: 1 });
-  assert.deepEqual(cellAt(payload, 39, 29), { row: 1, col: 2 });
+  assert.deepEqual(cellAt(payload, 47, 31), { row: 1, col: 2 });
 });
 
 test("ranking at a cell: strongest first, with names, colours and shares", () => {
@@ -60,11 +61,12 @@ test("ranking at a cell: strongest first, with names, colours and shares", () =>
 test("ranking under the pointer goes through pixel and cell", () => {
   const payload = fixture["8"];
   const maps = decodeMaps(payload, 0);
-  // box of the picture's own size: the pointer is the pixel; pixel (x 35, y 20) -> cell (1, 2)
-  const at = rankAtPointer(payload, maps, 35.5, 20.5, { width: 40, height: 30 });
+  // box of the picture's own size (48x32): the pointer is the pixel; pixel (x 35, y 20) -> cell (1, 2)
+  const at = rankAtPointer(payload, maps, 35.5, 20.5, { width: 48, height: 32 });
   assert.deepEqual([at.row, at.col], [1, 2]);
   assert.equal(at.ranking[0].name, "background");
-  assert.equal(rankAtPointer(payload, null, 1, 1, { width: 40, height: 30 }), null);
+  assert.equal(rankAtPointer(payload, null, 1, 1, { width: 48, height: 32 }), null);
+  assert.equal(rankAtPointer(payload, maps, 48.5, 1, { width: 48, height: 32 }), null); // beside the picture
 });
 
 test("shares as percentages", () => {

@@ -1,0 +1,279 @@
+"""Concept Saliency's node UI (js/) in ComfyUI's real frontend, headless Chromium through
+Playwright, tiny stand-in models: the shipped generate-mask-inpaint workflow is loaded and
+queued in the page; the preview appears on the node; the pointer over a token shows the concepts
+ranked as the maps say (the payload the server sent, decoded in Python); a click sets the
+`concept` widget (saved in the workflow) and the next run's `mask` is that concept's mask;
+shift-click gives the union; a fully cached run shows the preview again; nothing logs an error.
+Both frontends (1.47.10 with ComfyUI 0.29, 1.27.10 with 0.3.64), and on 0.29 also with the Vue
+node mode (Comfy.VueNodes.Enabled). Screenshots go to pytest's temporary directory."""
+from __future__ import annotations
+
+import copy
+import io as _io
+import json
+import pathlib
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import COMFYUI, comfyui_version
+from test_browser_workflows import CHROMIUM, IGNORED_ERRORS, READY, sync_playwright
+
+pytestmark = pytest.mark.comfy
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+WORKFLOW = "flux_generate_mask_inpaint"
+SALIENCY = "11"
+MODES = ["canvas", "vue"] if comfyui_version().startswith("0.29") else ["canvas"]
+
+
+def _test_graph(object_info: dict) -> dict:
+    """The shipped workflow with tiny stand-in loaders, plus previews of Concept Saliency's `mask`
+    (90, 91) and `masks` (92, 93) so the test can compare them, as a UI workflow."""
+    import ui_workflow
+    from test_workflows_through_server import _with_stand_ins
+    from workflow_layouts import LAYOUTS, SIZES
+    api = _with_stand_ins(json.loads((ROOT / "workflows" / "api" / f"{WORKFLOW}.json").read_text()))
+    api["90"] = {"class_type": "MaskToImage", "inputs": {"mask": [SALIENCY, 2]}}
+    api["91"] = {"class_type": "PreviewImage", "inputs": {"images": ["90", 0]}}
+    api["92"] = {"class_type": "MaskToImage", "inputs": {"mask": [SALIENCY, 0]}}
+    api["93"] = {"class_type": "PreviewImage", "inputs": {"images": ["92", 0]}}
+    layout = copy.deepcopy(LAYOUTS[WORKFLOW])
+    layout["stages"].append([{"title": "Test: mask and masks", "columns": [["90", "91"], ["92", "93"]]}])
+    stand_in_sizes = {"TinyFluxLoader": SIZES["UNETLoader"], "TinyFluxClipLoader": SIZES["DualCLIPLoader"],
+                      "TinyVAELoader": SIZES["VAELoader"]}
+    shipped_sizes = ui_workflow.SIZES
+    ui_workflow.SIZES = {**shipped_sizes, **stand_in_sizes}
+    try:
+        return ui_workflow.api_to_ui(api, object_info, layout)
+    finally:
+        ui_workflow.SIZES = shipped_sizes
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from comfy_server import ComfyServer
+    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy_node_ui"))
+    _set(server, {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
+                  "LiteGraph.Canvas.MinFontSizeForLOD": 0})
+    yield server
+    server.stop()
+
+
+def _set(server, settings: dict):
+    request = urllib.request.Request(server.url + "/settings", data=json.dumps(settings).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A frontend page with the test graph loaded; collects console errors."""
+
+    def __init__(self, browser, server, graph: dict):
+        self.server = server
+        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        self.messages = []
+        self.page.on("console", lambda m: self.messages.append((m.type, m.text)))
+        self.page.on("pageerror", lambda e: self.messages.append(("pageerror", str(e))))
+        self.page.goto(server.url)
+        self.page.wait_for_function(READY, timeout=120_000)
+        self.page.wait_for_timeout(500)
+        self.page.evaluate("async (g) => { await window.app.loadGraphData(g, true, true, 'node_ui.json'); }", graph)
+        self.page.keyboard.press("Escape")  # a missing-models dialog, if any
+        self.page.wait_for_timeout(800)
+
+    def errors(self) -> list[str]:
+        return [text for kind, text in self.messages
+                if kind in ("error", "pageerror") and not text.startswith(IGNORED_ERRORS)]
+
+    def focus_saliency(self):
+        """Put Concept Saliency in the middle of the view at zoom 1 (canvas mode); in Vue node mode
+        the same transform applies to the node's DOM."""
+        self.page.evaluate("""(id) => {
+          const canvas = window.app.canvas, node = window.app.graph.getNodeById(Number(id));
+          const element = canvas.canvas;
+          canvas.ds.scale = 1;
+          canvas.ds.offset[0] = element.clientWidth / 2 - node.pos[0] - node.size[0] / 2;
+          canvas.ds.offset[1] = element.clientHeight / 2 - node.pos[1] - node.size[1] / 2;
+          canvas.setDirty(true, true);
+          canvas.draw(true, true);
+        }""", SALIENCY)
+        self.page.wait_for_timeout(500)
+
+    def queue(self) -> str:
+        """Queue the graph as the Run button does; returns the new prompt's id."""
+        before = set(self.server.get("/history"))
+        self.page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+        for _ in range(600):
+            new = set(self.server.get("/history")) - before
+            if new:
+                prompt_id = new.pop()
+                self.server.wait(prompt_id)
+                return prompt_id
+            self.page.wait_for_timeout(100)
+        raise TimeoutError("no prompt was queued")
+
+    def widget(self, name: str):
+        return self.page.evaluate("([id, name]) => window.app.graph.getNodeById(Number(id)).widgets"
+                                  ".find(w => w.name === name).value", [SALIENCY, name])
+
+    def saved_widget_values(self):
+        return self.page.evaluate("(id) => window.app.graph.serialize().nodes.find(n => n.id === Number(id))"
+                                  ".widgets_values", SALIENCY)
+
+    def wait_preview(self):
+        self.page.wait_for_function("""(id) => {
+          const panel = window.app.graph.getNodeById(Number(id)).conceptPanel;
+          const image = document.querySelector('.ca-image');
+          return panel && panel.payload && image && image.complete && image.naturalWidth > 0
+                 && image.getBoundingClientRect().width > 20;
+        }""", arg=SALIENCY, timeout=60_000)
+        self.page.wait_for_timeout(300)
+
+    def payload(self) -> dict:
+        return self.page.evaluate("(id) => window.app.graph.getNodeById(Number(id)).conceptPanel.payload", SALIENCY)
+
+    def screen_point(self, payload: dict, x: int, y: int) -> tuple[float, float]:
+        """Where image pixel (x, y) of the preview is on the screen (the picture is fitted, centred)."""
+        box = self.page.evaluate("() => { const r = document.querySelector('.ca-image').getBoundingClientRect();"
+                                 " return [r.x, r.y, r.width, r.height]; }")
+        height, width = payload["size"]
+        scale = min(box[2] / width, box[3] / height)
+        left, top = box[0] + (box[2] - width * scale) / 2, box[1] + (box[3] - height * scale) / 2
+        return left + (x + 0.5) * scale, top + (y + 0.5) * scale
+
+    def shown_ranking(self) -> list[tuple[str, str]]:
+        return self.page.evaluate("""() => Array.from(document.querySelectorAll('.ca-ranking .ca-rank'))
+            .filter(() => !document.querySelector('.ca-ranking').hidden)
+            .map(line => [line.dataset.concept, line.querySelector('.ca-share').textContent])""")
+
+
+def _mask_pictures(server, prompt_id: str, node: str) -> list[np.ndarray]:
+    from PIL import Image
+    pictures = []
+    for saved in server.get(f"/history/{prompt_id}")[prompt_id]["outputs"][node]["images"]:
+        query = urllib.parse.urlencode({k: saved[k] for k in ("filename", "subfolder", "type")})
+        pictures.append(np.asarray(Image.open(_io.BytesIO(server.get_bytes(f"/view?{query}"))).convert("L")))
+    return pictures
+
+
+def _share_text(share: float) -> str:
+    percent = share * 100
+    if 0 < percent < 0.1:
+        return "<0.1%"
+    return f"{percent:.1f}%" if percent < 10 else f"{round(percent)}%"
+
+
+def _clear_tokens(payload: dict, margin: float = 0.05):
+    """(row, col, ranking) of each token whose strongest concept leads the second by more than
+    `margin`, from the payload decoded in Python; ranking: [(name, share)] strongest first."""
+    from concept_attention_pack.nodes.ui_payload import decode_grid
+    grid = decode_grid(payload["maps"][0], payload["shape"], payload["bits"]).numpy()
+    _, h, w = grid.shape
+    tokens = []
+    for row in range(h):
+        for col in range(w):
+            shares = grid[:, row, col]
+            order = sorted(range(len(shares)), key=lambda k: (-shares[k], k))
+            if shares[order[0]] - shares[order[1]] > margin:
+                tokens.append((row, col, [(payload["names"][k], float(shares[k])) for k in order]))
+    return tokens
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_preview_ranks_concepts_under_the_pointer_and_clicks_pick_the_mask(server, browser, mode, tmp_path_factory):
+    _set(server, {"Comfy.VueNodes.Enabled": mode == "vue"})
+    graph = _test_graph(server.get("/object_info"))
+    shots = tmp_path_factory.mktemp(f"node_ui_{mode}")
+    page = Page(browser, server, graph)
+    try:
+        vue = page.page.evaluate("() => !!window.app.extensionManager?.setting?.get?.('Comfy.VueNodes.Enabled')")
+        assert vue == (mode == "vue")
+        assert page.widget("concept") == "dragon"
+        first = page.queue()
+        page.wait_preview()
+        page.focus_saliency()
+        payload = page.payload()
+        server_payload = server.get(f"/history/{first}")[first]["outputs"][SALIENCY]["concept_saliency"][0]
+        assert payload == server_payload, "the node shows another payload than the server's"
+        assert payload["names"] == ["dragon", "sky", "mountains", "background"]
+        text = page.page.inner_text(".ca-source")
+        assert text == payload["detail"] and "captured while sampling" in text
+
+        tokens = _clear_tokens(payload)
+        cell = payload["covers"][0] // payload["shape"][1]
+        row, col, ranking = next(t for t in tokens if t[2][0][0] != "dragon")
+        x, y = col * cell + cell // 2, row * cell + cell // 2
+        page.page.mouse.move(*page.screen_point(payload, x, y))
+        page.page.wait_for_timeout(200)
+        shown = [tuple(line) for line in page.shown_ranking()]
+        assert shown == [(name, _share_text(share)) for name, share in ranking][:6], (row, col)
+        page.page.screenshot(path=str(shots / "hover_ranking.png"))
+        print(f"frontend mode {mode}: screenshot {shots / 'hover_ranking.png'}")
+
+        picked = ranking[0][0]
+        page.page.mouse.click(*page.screen_point(payload, x, y))
+        assert page.widget("concept") == picked
+        assert page.saved_widget_values()[0] == picked, "the choice is not in the saved workflow"
+        second = page.queue()
+        page.wait_preview()
+        names = payload["names"]
+        masks = _mask_pictures(server, second, "93")
+        (mask,) = _mask_pictures(server, second, "91")
+        np.testing.assert_array_equal(mask, masks[names.index(picked)])
+        assert 0 < (mask > 127).mean() < 1
+
+        # any token another concept wins (the mask is checked against the union, not the maps)
+        other_row, other_col, other = next(t for t in _clear_tokens(payload, 0.0) if t[2][0][0] != picked)
+        page.page.keyboard.down("Shift")
+        page.page.mouse.click(*page.screen_point(payload, other_col * cell + cell // 2, other_row * cell + cell // 2))
+        page.page.keyboard.up("Shift")
+        union = [picked, other[0][0]]
+        assert page.widget("concept") == ", ".join(union)
+        third = page.queue()
+        page.wait_preview()
+        masks = _mask_pictures(server, third, "93")
+        (mask,) = _mask_pictures(server, third, "91")
+        np.testing.assert_array_equal(mask, np.maximum(masks[names.index(union[0])], masks[names.index(union[1])]))
+
+        # the legend does the same by name: a click on a name sets it alone
+        page.page.click(f".ca-legend .ca-concept[data-concept='{union[1]}']")
+        assert page.widget("concept") == union[1]
+        # a name the connected Concept Attention node does not have is marked before queueing
+        page.page.evaluate("([id]) => { const w = window.app.graph.getNodeById(Number(id)).widgets"
+                           ".find(w => w.name === 'concept'); w.value = 'dragn'; }", [SALIENCY])
+        page.page.wait_for_function("() => document.querySelector('.ca-warning').textContent.includes(\"'dragn'\")",
+                                    timeout=5000)
+        assert "dragon, sky, mountains, background" in page.page.inner_text(".ca-warning")
+        errors = page.errors()
+    finally:
+        page.page.close()
+    assert not errors, errors
+
+    # a new page with the last run's graph: every node comes from the cache, the preview comes back
+    from comfy_server import cached_nodes
+    page = Page(browser, server, graph)
+    try:
+        page.page.evaluate("([id, value]) => { window.app.graph.getNodeById(Number(id)).widgets"
+                           ".find(w => w.name === 'concept').value = value; }", [SALIENCY, ", ".join(union)])
+        cached = page.queue()
+        assert SALIENCY in cached_nodes(server.get(f"/history/{cached}")[cached])
+        page.wait_preview()
+        assert page.payload()["maps"] == payload["maps"]
+        page.focus_saliency()
+        page.page.screenshot(path=str(shots / "cached_run.png"))
+        errors = page.errors()
+    finally:
+        page.page.close()
+    assert not errors, errors
