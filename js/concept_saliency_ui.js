@@ -185,6 +185,8 @@ class SaliencyPanel {
     const payload = this.payload;
     const chosen = chosenNames(this.conceptWidget()?.value);
     this.root.dataset.state = payload ? "preview" : "empty";
+    // the Vue node mode lays the node out from its content: the preview asks for its height itself
+    this.root.style.minHeight = payload ? `${PREVIEW_MIN_HEIGHT}px` : "";
     this.source.textContent = payload?.detail ?? "";
     this.source.hidden = !payload;
     this.controls.hidden = !payload;
