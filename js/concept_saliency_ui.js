@@ -231,7 +231,7 @@ class SaliencyPanel {
       button.addEventListener("click", (event) => this.pick(entry.name, event.shiftKey));
       return button;
     }));
-    this.legend.hidden = !payload;
+    this.legend.hidden = !entries.length;
     this.warning.textContent = conceptWarning(chosen.join(", "), this.known ?? []);
   }
 }

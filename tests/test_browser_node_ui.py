@@ -205,6 +205,12 @@ def test_preview_ranks_concepts_under_the_pointer_and_clicks_pick_the_mask(serve
         vue = page.page.evaluate("() => !!window.app.extensionManager?.setting?.get?.('Comfy.VueNodes.Enabled')")
         assert vue == (mode == "vue")
         assert page.widget("concept") == "dragon"
+        # before any run the legend offers the names typed in the connected Concept Attention node
+        page.page.wait_for_function("() => document.querySelectorAll('.ca-legend .ca-concept').length === 4",
+                                    timeout=5000)
+        offered = page.page.evaluate("() => Array.from(document.querySelectorAll('.ca-legend .ca-concept'))"
+                                     ".map(b => b.dataset.concept)")
+        assert offered == ["dragon", "sky", "mountains", "background"]
         first = page.queue()
         page.wait_preview()
         page.focus_saliency()
