@@ -114,6 +114,28 @@ FIT_VIEW = """() => {
 }"""
 
 
+# Give every Concept Saliency node a preview as a run would (its panel from js/, the payload as
+# the node's `ui` output has it), without running models.
+SHOW_PREVIEW = """(payload) => {
+  for (const node of (window.app.graph.nodes || window.app.graph._nodes)) {
+    if (node.type === 'ConceptSaliency') node.conceptPanel.show(payload);
+  }
+}"""
+
+
+def _preview_payload(workflow: dict) -> dict:
+    """A payload like Concept Saliency's `ui` output for the workflow's concepts (random maps)."""
+    import torch
+
+    from concept_attention_pack.nodes.render import palette
+    from concept_attention_pack.nodes.ui_payload import map_payload
+    attention = next(node for node in workflow["nodes"] if node["type"] == "ConceptAttentionFlux")
+    names = [n.strip() for n in attention["widgets_values"][0].replace(",", "\n").splitlines() if n.strip()]
+    soft = torch.softmax(torch.randn(1, len(names), 64, 96, generator=torch.Generator().manual_seed(0)), dim=1)
+    payload = map_payload(soft, names, palette(len(names)), source="sampling", detail="maps captured while sampling")
+    return {**payload, "segmentation": [], "overlays": []}
+
+
 def _overlap(a, b) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
@@ -220,6 +242,13 @@ def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, tmp
         shots = tmp_path_factory.mktemp("workflow_screenshots")
         page.keyboard.press("Escape")  # the missing-models dialog (no model files here)
         page.wait_for_timeout(300)
+        # after a run Concept Saliency shows its preview on the node (js/): the room the layout
+        # gives it must hold the preview too, so nothing below is covered after the first run
+        page.evaluate(SHOW_PREVIEW, _preview_payload(workflow))
+        page.wait_for_timeout(500)
+        page.evaluate("() => { window.app.canvas.setDirty(true, true); window.app.canvas.draw(true, true); }")
+        page.wait_for_timeout(300)
+        graph_with_preview = page.evaluate(READ_GRAPH)
         page.evaluate(FIT_VIEW)
         page.wait_for_timeout(300)
         page.screenshot(path=str(shots / f"{path.stem}.png"))
@@ -237,6 +266,12 @@ def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, tmp
                for node in graph["nodes"]
                if any(abs(a - b) > 0.5 for a, b in zip(node["size"], saved[node["id"]]["size"]))]
     assert not resized, f"{path.name}: the frontend resized nodes to fit their widgets: {resized}"
+    problems = layout_problems(graph_with_preview, LAYOUTS[path.stem])
+    assert not problems, f"{path.name} with Concept Saliency's preview shown:\n" + "\n".join(problems)
+    grown = [f"{node['id']} {node['type']}: saved {saved[node['id']]['size']}, with its preview {node['size']}"
+             for node in graph_with_preview["nodes"]
+             if any(abs(a - b) > 0.5 for a, b in zip(node["size"], saved[node["id"]]["size"]))]
+    assert not grown, f"{path.name}: the node grew for its preview (give it that room in the layout): {grown}"
     loaders = [node for node in graph["nodes"] if node["type"] in MODEL_LOADERS]
     assert len(loaders) == 3
     for node in loaders:
