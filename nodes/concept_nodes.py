@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 
-from comfy_api.latest import io, ui
+import folder_paths
+import torch
+from comfy_api.latest import io
+from PIL import Image
 
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
@@ -186,22 +190,43 @@ class ConceptSaliency(io.ComfyNode):
         soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,
                                  eps=refine_eps)  # [B, C, H, W]
         outputs = saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image)
-        return io.NodeOutput(*outputs, ui=saliency_ui(cls, maps, soft, overlays=outputs[3], segmentation=outputs[4]))
+        return io.NodeOutput(*outputs, ui=saliency_ui(maps, soft, overlays=outputs[3], segmentation=outputs[4]))
 
 
 MAX_PREVIEW_OVERLAYS = 64  # more overlay panels than this are not saved for the node's preview
+SEGMENTATION_PREVIEW_SIDE = 1024  # px, longest side of the preview's segmentation (PNG: exact colours)
+OVERLAY_PREVIEW_SIDE = 512  # px, longest side of each overlay preview (JPEG: B*C of them, cheap to write)
 
 
-def saliency_ui(node_cls, maps, soft, overlays, segmentation) -> dict:
+def save_previews(images: torch.Tensor, *, max_side: int, jpeg: bool) -> list[dict]:
+    """Images [N, H, W, 3] written to ComfyUI's temp folder for the node's preview, scaled down to
+    at most max_side pixels (as PreviewImage's results: filename, subfolder, type). Full-size
+    pictures stay on the node's IMAGE outputs; the preview only has to fill the node, and writing
+    B*C full-size PNGs would cost several times the outputs themselves."""
+    count, height, width, _ = images.shape
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        images = torch.nn.functional.interpolate(images.movedim(-1, 1), size=size, mode="area").movedim(1, -1)
+    pixels = images.clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        "ConceptSaliency_preview_" + uuid.uuid4().hex[:8], folder_paths.get_temp_directory(),
+        pixels.shape[2], pixels.shape[1])
+    saved = []
+    for index, array in enumerate(pixels):
+        file = f"{name}_{counter + index:05}_.{'jpg' if jpeg else 'png'}"
+        options = {"quality": 90} if jpeg else {"compress_level": 1}
+        Image.fromarray(array).save(os.path.join(folder, file), **options)
+        saved.append({"filename": file, "subfolder": subfolder, "type": "temp"})
+    return saved
+
+
+def saliency_ui(maps, soft, overlays, segmentation) -> dict:
     """Concept Saliency's `ui` output: the source text, and for the node's preview (js/) the
-    segmentation and overlays saved as temp images (as PreviewImage saves them) with the compact
-    soft maps, names and colours (nodes/ui_payload.py)."""
-    def save(images):
-        prefix = "ConceptSaliency_temp_" + uuid.uuid4().hex[:8]
-        return ui.ImageSaveHelper.save_images(images, filename_prefix=prefix, folder_type=io.FolderType.temp,
-                                              cls=node_cls, compress_level=1)
-
+    segmentation and overlays saved as temp images with the compact soft maps, names and
+    colours (nodes/ui_payload.py)."""
     payload = map_payload(soft, maps.names, palette(soft.shape[1]), source=maps.source, detail=f"maps {maps.detail}")
-    payload["segmentation"] = save(segmentation)
-    payload["overlays"] = save(overlays) if overlays.shape[0] <= MAX_PREVIEW_OVERLAYS else []
+    payload["segmentation"] = save_previews(segmentation, max_side=SEGMENTATION_PREVIEW_SIDE, jpeg=False)
+    payload["overlays"] = (save_previews(overlays, max_side=OVERLAY_PREVIEW_SIDE, jpeg=True)
+                           if overlays.shape[0] <= MAX_PREVIEW_OVERLAYS else [])
     return {"text": [f"maps {maps.detail}"], "concept_saliency": [payload]}

@@ -202,3 +202,29 @@ def test_the_js_tests_fixture_is_what_the_encoder_writes():
 
 def write_fixture() -> None:
     FIXTURE.write_text(json.dumps(fixture_payloads(), indent=1) + "\n")
+
+
+@pytest.mark.comfy
+def test_previews_are_scaled_down_to_the_preview_size_and_keep_their_colours():
+    """The node's preview pictures: a large batch is written small (the full-size pictures stay on
+    the IMAGE outputs); segmentation as exact-colour PNG, overlays as JPEG."""
+    import folder_paths
+    from PIL import Image
+
+    from concept_attention_pack.nodes.concept_nodes import save_previews
+    images = torch.zeros(3, 1200, 600, 3)
+    images[:, :, :300] = torch.tensor([0.0, 0.4470588, 0.6980392])  # one palette colour, left half
+    for jpeg, suffix in ((False, ".png"), (True, ".jpg")):
+        saved = save_previews(images, max_side=512, jpeg=jpeg)
+        assert len(saved) == 3 and all(s["type"] == "temp" and s["filename"].endswith(suffix) for s in saved)
+        assert len({s["filename"] for s in saved}) == 3
+        for entry in saved:
+            path = __import__("os").path.join(folder_paths.get_temp_directory(), entry["subfolder"], entry["filename"])
+            picture = np.asarray(Image.open(path).convert("RGB")).astype(int)
+            assert picture.shape == (512, 256, 3)
+            tolerance = 3 if jpeg else 0
+            assert np.abs(picture[8:-8, 8:120] - [0, 114, 178]).max() <= tolerance
+            assert np.abs(picture[8:-8, 136:-8]).max() <= tolerance
+    small = save_previews(torch.rand(1, 40, 30, 3), max_side=512, jpeg=False)
+    path = __import__("os").path.join(folder_paths.get_temp_directory(), small[0]["subfolder"], small[0]["filename"])
+    assert Image.open(path).size == (30, 40), "a small picture is not enlarged"
