@@ -29,13 +29,15 @@ SALIENCY = "11"
 MODES = ["canvas", "vue"] if comfyui_version().startswith("0.29") else ["canvas"]
 
 
-def _test_graph(object_info: dict) -> dict:
-    """The shipped workflow with tiny stand-in loaders, plus previews of Concept Saliency's `mask`
-    (90, 91) and `masks` (92, 93) so the test can compare them, as a UI workflow."""
+def _test_graph(object_info: dict, batch: int = 1) -> dict:
+    """The shipped workflow with tiny stand-in loaders (and `batch` pictures), plus previews of
+    Concept Saliency's `mask` (90, 91) and `masks` (92, 93) so the test can compare them, as a UI
+    workflow."""
     import ui_workflow
     from test_workflows_through_server import _with_stand_ins
     from workflow_layouts import LAYOUTS, SIZES
     api = _with_stand_ins(json.loads((ROOT / "workflows" / "api" / f"{WORKFLOW}.json").read_text()))
+    api["7"]["inputs"]["batch_size"] = batch
     api["90"] = {"class_type": "MaskToImage", "inputs": {"mask": [SALIENCY, 2]}}
     api["91"] = {"class_type": "PreviewImage", "inputs": {"images": ["90", 0]}}
     api["92"] = {"class_type": "MaskToImage", "inputs": {"mask": [SALIENCY, 0]}}
@@ -283,6 +285,49 @@ def test_preview_ranks_concepts_under_the_pointer_and_clicks_pick_the_mask(serve
         assert page.payload()["maps"] == payload["maps"]
         page.focus_saliency()
         page.page.screenshot(path=str(shots / "cached_run.png"))
+        errors = page.errors()
+    finally:
+        page.page.close()
+    assert not errors, errors
+
+
+def test_batch_menu_and_overlay_view_show_the_chosen_image_and_concept(server, browser):
+    """B = 2: the batch menu lists both pictures; choosing the second ranks from its own maps (the
+    payload's second grid) and shows its segmentation; the view menu shows a concept's overlay of
+    the chosen picture."""
+    _set(server, {"Comfy.VueNodes.Enabled": False})
+    page = Page(browser, server, _test_graph(server.get("/object_info"), batch=2))
+    try:
+        page.queue()
+        page.wait_preview()
+        page.focus_saliency()
+        payload = page.payload()
+        assert payload["batch"] == 2 and len(payload["maps"]) == 2 and payload["maps"][0] != payload["maps"][1]
+        assert page.page.is_visible(".ca-batch")
+        assert page.page.eval_on_selector_all(".ca-batch option", "o => o.map(x => x.textContent)") == [
+            "image 1 of 2", "image 2 of 2"]
+        page.page.select_option(".ca-batch", "1")
+        page.page.wait_for_timeout(300)
+        shown_src = page.page.get_attribute(".ca-image", "src")
+        assert payload["segmentation"][1]["filename"] in shown_src
+
+        # a token where the two pictures' strongest concepts differ: the ranking is the second's
+        second = {(r, c): ranking for r, c, ranking in _clear_tokens({**payload, "maps": [payload["maps"][1]]})}
+        first = {(r, c): ranking for r, c, ranking in _clear_tokens(payload, 0.0)}
+        (row, col), ranking = next((key, ranking) for key, ranking in second.items()
+                                   if first[key][0][0] != ranking[0][0])
+        cell = payload["covers"][0] // payload["shape"][1]
+        page.page.mouse.move(*page.screen_point(payload, col * cell + cell // 2, row * cell + cell // 2))
+        page.page.wait_for_timeout(200)
+        assert [tuple(line) for line in page.shown_ranking()] == [(n, _share_text(v)) for n, v in ranking][:6]
+
+        concept = payload["names"].index("sky")
+        page.page.select_option(".ca-view", str(concept))
+        page.page.wait_for_timeout(300)
+        overlay = payload["overlays"][1 * len(payload["names"]) + concept]
+        assert overlay["filename"] in page.page.get_attribute(".ca-image", "src")
+        page.page.wait_for_function("() => document.querySelector('.ca-image').complete", timeout=10_000)
+        assert page.page.evaluate("() => document.querySelector('.ca-image').naturalWidth") > 0
         errors = page.errors()
     finally:
         page.page.close()
