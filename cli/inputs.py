@@ -13,16 +13,18 @@ class InputError(ValueError):
     """The inputs name nothing to mask, or two inputs would write the same files."""
 
 
-def gather(specs: list[str]) -> tuple[list[tuple[str, pathlib.Path]], list[str]]:
+def gather(specs: list[str], exclude: pathlib.Path | None = None) -> tuple[list[tuple[str, pathlib.Path]], list[str]]:
     """(key, path) for every picture the specs name, sorted by key, and warnings for specs that name
-    nothing. A folder's pictures are keyed by their path inside it; a file or a glob
+    nothing. Folders skip `exclude` (the output folder, when it is inside an input). A folder's pictures are keyed by their path inside it; a file or a glob
     match by its path relative to the current folder (its name when outside)."""
     found: dict[str, pathlib.Path] = {}
     warnings = []
     for spec in specs:
         path = pathlib.Path(spec)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            skip = exclude.resolve() if exclude is not None else None
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not (skip is not None and skip in p.resolve().parents))
             if not files:
                 warnings.append(f"{spec}: no pictures in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
             for file in files:

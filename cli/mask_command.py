@@ -124,14 +124,15 @@ class Outputs:
                     records[record["key"]] = record
         return records
 
-    def is_done(self, record: dict | None, wanted: dict) -> bool:
-        if not record or record.get("error"):
+    def is_done(self, record: dict | None, wanted: dict, segmentation: bool) -> bool:
+        """Done: masked without error with the same concepts and settings, and its files are there
+        (the segmentation picture too when it is asked for now)."""
+        if not record or record.get("error") or any(record.get(k) != v for k, v in wanted.items()):
             return False
-        if any(record.get(k) != v for k, v in wanted.items()):
+        if segmentation and not record.get("segmentation"):
             return False
         files = list(record.get("masks", {}).values()) + ([record["segmentation"]] if record.get("segmentation") else [])
-        return all((self.out / f).is_file() for f in files) and (bool(record.get("segmentation")) or
-                                                                  not wanted.get("segmentation_wanted"))
+        return all((self.out / f).is_file() for f in files)
 
     def append(self, record: dict) -> None:
         self.manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def run_mask(args) -> int:
         concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
         engine.check_concepts(concepts)
         shard = inputs.parse_shard(args.shard) if args.shard else None
-        found, warnings = inputs.gather(args.inputs)
+        found, warnings = inputs.gather(args.inputs, exclude=args.out)
     except (ValueError, inputs.InputError) as error:
         print(f"error: {error}", file=out)
         return 1
@@ -191,7 +192,7 @@ def run_mask(args) -> int:
     records = {} if args.redo else outputs.done_records()
     mine = [(key, path) for key, path in found if inputs.in_shard(key, shard)]
     todo = [(key, path) for key, path in mine
-            if not outputs.is_done(records.get(key), wanted | {"segmentation_wanted": args.segmentation})]
+            if not outputs.is_done(records.get(key), wanted, args.segmentation)]
     skipped = len(mine) - len(todo)
     if skipped:
         print(f"{skipped} of {len(mine)} pictures already done (in the manifest); masking the other {len(todo)}",
