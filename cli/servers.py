@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 SUBFOLDER = "concept_masks_cli"
 MAX_ATTEMPTS = 3  # servers an item may be tried on before it counts as failed
-POLL_SECONDS = 0.05
+POLL_SECONDS = (0.02, 0.5)  # first and longest wait between /history polls (each poll costs the server a little)
 
 
 class ServerGone(RuntimeError):
@@ -100,6 +100,7 @@ class Server:
     def wait(self, prompt_id: str, stop: threading.Event) -> dict:
         deadline = time.monotonic() + self.timeout
         failures = 0
+        pause = POLL_SECONDS[0]
         while time.monotonic() < deadline and not stop.is_set():
             try:
                 history = self.get_json(f"/history/{prompt_id}")
@@ -119,7 +120,8 @@ class Server:
                     return entry
                 if status.get("completed"):
                     raise ItemError("the workflow finished without masks")
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_SECONDS[1])
         if stop.is_set():
             raise ServerGone("stopped")
         raise ServerGone(f"{self.url} did not finish an item within {self.timeout:.0f} s")
