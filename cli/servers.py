@@ -170,24 +170,29 @@ class Dispatcher:
     ends as exactly one result."""
 
     def __init__(self, tasks, servers: list[Server]):
-        self.pending = collections.deque((task, 0) for task in tasks)
+        self.tasks = list(tasks)
+        self.pending = collections.deque((task, 0) for task in self.tasks)
         self.total = len(self.pending)
         self.servers = servers
         self.results: queue.Queue = queue.Queue()
         self.condition = threading.Condition()
         self.finished = 0
+        self.outstanding = 0  # taken by a worker, neither finished nor given back
         self.stop = threading.Event()
 
     def take(self, server: Server):
         with self.condition:
-            while not self.pending and self.finished < self.total and not server.dead and not self.stop.is_set():
+            # with nothing pending, wait while a task out on another server may still come back
+            while not self.pending and self.outstanding and not server.dead and not self.stop.is_set():
                 self.condition.wait(0.5)
             if server.dead or self.stop.is_set() or not self.pending:
                 return None
+            self.outstanding += 1
             return self.pending.popleft()
 
     def give_back(self, task, attempts: int, why: str) -> None:
         with self.condition:
+            self.outstanding -= 1
             if attempts >= MAX_ATTEMPTS:
                 self._finish(engine.failed(task, "servers", time.perf_counter(),
                                            f"failed on {attempts} servers; last: {why}"))
@@ -198,6 +203,7 @@ class Dispatcher:
 
     def finish(self, result) -> None:
         with self.condition:
+            self.outstanding -= 1
             self._finish(result)
             self.condition.notify_all()
 
@@ -282,9 +288,22 @@ def _results(dispatcher: Dispatcher, template, settings, say):
                for server in dispatcher.servers for _ in range(max(1, settings.in_flight))]
     for thread in threads:
         thread.start()
+    given = set()
     try:
-        for _ in range(dispatcher.total):
-            yield dispatcher.results.get()
+        while len(given) < dispatcher.total:
+            try:
+                result = dispatcher.results.get(timeout=1.0)
+            except queue.Empty:
+                if any(thread.is_alive() for thread in threads):
+                    continue
+                # every worker has stopped and some tasks gave no result: say so rather than wait forever
+                for task in dispatcher.tasks:
+                    if id(task) not in given:
+                        given.add(id(task))
+                        yield engine.failed(task, "servers", time.perf_counter(), "lost by the dispatcher (a bug)")
+                return
+            given.add(id(result.task))
+            yield result
     finally:
         dispatcher.stop.set()
         with dispatcher.condition:
