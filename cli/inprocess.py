@@ -108,8 +108,10 @@ class InProcessComfy:
     def ensure_nodes(self, graph: dict) -> None:
         """Load ComfyUI's extra built-in nodes and then its custom node packs only when the workflow
         names a node that is not loaded yet (the default workflow needs none of them)."""
+        needed = {n["class_type"] for n in graph.values()} | set(workflow.TOOL_NODES)
+
         def missing():
-            return sorted({n["class_type"] for n in graph.values()} - set(self.nodes.NODE_CLASS_MAPPINGS))
+            return sorted(needed - set(self.nodes.NODE_CLASS_MAPPINGS))
         if missing():
             asyncio.run(self.nodes.init_builtin_extra_nodes())
         if missing():

@@ -67,7 +67,7 @@ class Server:
             self.get_json("/system_stats", timeout=10)
         except urllib.error.HTTPError as error:
             raise ServerGone(f"{self.url} is not a ComfyUI server (/system_stats: HTTP {error.code})") from None
-        needed = sorted({n["class_type"] for n in template.values()} | {"MaskToImage", "PreviewImage"})
+        needed = sorted({n["class_type"] for n in template.values()} | set(workflow.TOOL_NODES))
         missing = [name for name in needed if not self.get_json(f"/object_info/{urllib.parse.quote(name)}")]
         if missing:
             raise ServerGone(f"{self.url} lacks the nodes {missing} (is the ConceptAttention pack installed there?)")

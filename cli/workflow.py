@@ -19,6 +19,7 @@ LOAD_IMAGE = "LoadImage"
 MASKS_OUT = "concept_masks_out"  # the node ids the tool adds
 MASKS_IMAGE = "concept_masks_image"
 PROMPT = "concept_masks_prompt"
+TOOL_NODES = ("MaskToImage", "PreviewImage", "CLIPTextEncode")  # what build_prompt adds to any template
 
 
 class WorkflowError(ValueError):

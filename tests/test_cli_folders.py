@@ -143,6 +143,15 @@ def test_in_process_gives_the_servers_masks(dataset, servers, tmp_path):
     assert {r["source"] for r in manifest(tmp_path / "local")} == {"in-process"}
 
 
+def test_default_workflow_in_process_names_the_missing_model_file(dataset, tmp_path):
+    """The real user path (standard loaders, no --workflow) on a ComfyUI without Flux files."""
+    result = run_cli("mask", dataset["pictures"] / "pic01.png", "--concepts", "sky, background", "--out",
+                     tmp_path / "out", "--comfyui", COMFYUI, "--base-directory", dataset["base"])
+    assert result.returncode == 1
+    assert "ComfyUI refused the workflow" in result.stderr and "flux1-schnell.safetensors" in result.stderr
+    assert "A model file is missing" in result.stderr and "not found" not in result.stderr
+
+
 def test_interrupted_run_restarted_redoes_nothing_it_finished(dataset, servers, tmp_path):
     out = tmp_path / "out"
     args = ["mask", dataset["pictures"], "--concepts", ", ".join(CONCEPTS), "--out", out, "--workflow",
