@@ -1,0 +1,136 @@
+"""The command-line tool's pieces that need no ComfyUI: the workflow it builds, inputs, shards,
+working sizes and the maps' round trip, the parser's hints."""
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PACK, ROOT
+
+engine = importlib.import_module(PACK + ".cli.engine")
+workflow = importlib.import_module(PACK + ".cli.workflow")
+inputs = importlib.import_module(PACK + ".cli.inputs")
+images = importlib.import_module(PACK + ".cli.images")
+main = importlib.import_module(PACK + ".cli.main")
+
+
+def test_default_workflow_is_the_encode_path_with_the_shipped_files():
+    settings = engine.Settings(seed=7, seed_count=5, blocks="14-17", refine="guided")
+    prompt = workflow.build_prompt(workflow.default_workflow(settings), "a.png [temp]", ["cat", "background"], "",
+                                   settings)
+    assert prompt["unet"]["inputs"]["unet_name"] == "flux1-schnell.safetensors"
+    assert prompt["clip"]["inputs"] == {"clip_name1": "t5xxl_fp16.safetensors", "clip_name2": "clip_l.safetensors",
+                                        "type": "flux"}
+    assert prompt["vae"]["inputs"]["vae_name"] == "ae.safetensors"
+    shipped = json.loads((ROOT / "workflows" / "api" / "photo_mask_new_background.json").read_text())
+    assert {n["inputs"].get("unet_name") for n in shipped.values()} >= {prompt["unet"]["inputs"]["unet_name"]}
+    saliency = prompt["saliency"]["inputs"]
+    assert (saliency["source"], saliency["mask_mode"], saliency["seed"], saliency["seed_count"],
+            saliency["refine"]) == ("latent", "soft", 7, 5, "guided")
+    assert prompt["attention"]["inputs"]["concepts"] == "cat\nbackground"
+    assert prompt["attention"]["inputs"]["blocks"] == "14-17"
+    assert prompt["image"]["inputs"]["image"] == "a.png [temp]" and "conditioning" not in saliency
+    assert prompt[workflow.MASKS_OUT]["class_type"] == "PreviewImage"  # temp files, not the user's output folder
+
+
+def test_caption_becomes_the_encode_prompt():
+    settings = engine.Settings()
+    prompt = workflow.build_prompt(workflow.default_workflow(settings), "a.png", ["a", "b"], "a photo of a cat",
+                                   settings)
+    assert prompt[workflow.PROMPT]["inputs"] == {"clip": ["clip", 0], "text": "a photo of a cat"}
+    assert prompt["saliency"]["inputs"]["conditioning"] == [workflow.PROMPT, 0]
+
+
+def test_a_shipped_api_workflow_works_as_a_template_and_is_pruned_to_the_masks(tmp_path):
+    template = workflow.load_template(ROOT / "workflows" / "api" / "photo_mask_new_background.json")
+    prompt = workflow.build_prompt(template, "x.png", ["person", "background"], "", engine.Settings())
+    kinds = sorted(n["class_type"] for n in prompt.values())
+    assert "KSampler" not in kinds and "SaveImage" not in kinds  # only what Concept Saliency needs
+    assert {"ConceptSaliency", "ConceptAttentionFlux", "LoadImage", "VAEEncode", "MaskToImage",
+            "PreviewImage"} <= set(kinds)
+
+
+def test_templates_the_tool_cannot_use_are_refused_with_the_reason(tmp_path):
+    ui_format = tmp_path / "ui.json"
+    ui_format.write_text(json.dumps({"nodes": [], "links": []}))
+    with pytest.raises(workflow.WorkflowError, match="Export \\(API\\)"):
+        workflow.load_template(ui_format)
+    graph = workflow.default_workflow(engine.Settings())
+    del graph["saliency"]
+    no_saliency = tmp_path / "no_saliency.json"
+    no_saliency.write_text(json.dumps(graph))
+    with pytest.raises(workflow.WorkflowError, match="exactly one ConceptSaliency node, found 0"):
+        workflow.load_template(no_saliency)
+
+
+def test_inputs_folders_files_globs_keys_and_the_output_folder_skipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    (tmp_path / "photos" / "out").mkdir()
+    for name in ("photos/1.png", "photos/a/2.JPG", "photos/notes.txt", "loose.webp", "photos/out/old.png"):
+        (tmp_path / name).write_bytes(b"x")
+    found, warnings = inputs.gather(["photos", "loose.webp", "*.webp", "missing.png", "none*.png"],
+                                    exclude=tmp_path / "photos" / "out")
+    assert [key for key, _ in found] == ["1.png", "a/2.JPG", "loose.webp"]
+    assert warnings == ["missing.png: no such file or folder", "none*.png: no file matches this pattern"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "1.png").write_bytes(b"y")
+    with pytest.raises(inputs.InputError, match="would both be saved as '1.png'"):
+        inputs.gather(["photos", "other"])
+
+
+def test_shards_split_the_keys_once_and_stably():
+    keys = [f"pic{i}.png" for i in range(200)]
+    shards = [[k for k in keys if inputs.in_shard(k, (i, 3))] for i in (1, 2, 3)]
+    assert sorted(sum(shards, [])) == sorted(keys) and all(len(s) > 40 for s in shards)
+    assert [inputs.in_shard("photo.jpg", (i, 3)) for i in (1, 2, 3)].count(True) == 1
+    for bad in ("0/3", "4/3", "1-3", "x/y"):
+        with pytest.raises(inputs.InputError, match="--shard"):
+            inputs.parse_shard(bad)
+
+
+def test_working_size_is_capped_and_a_multiple_of_16_and_maps_come_back_at_the_picture_size():
+    assert images.working_size(1024, 768, 1.0) == (1024, 768)
+    assert images.working_size(4000, 3000, 1.0) == (1152, 864)  # 1 MP, sides rounded to tokens
+    assert images.working_size(33, 47, 1.0) == (32, 48)
+    maps = np.zeros((2, 48, 32), np.uint8)
+    maps[0, :24], maps[1, 24:] = 255, 255
+    pngs = []
+    for plane in maps:
+        out = io.BytesIO()
+        Image.fromarray(np.repeat(plane[..., None], 3, axis=2)).save(out, format="PNG")
+        pngs.append(out.getvalue())
+    soft = images.decode_maps(pngs, (33, 47))
+    assert soft.shape == (2, 47, 33) and soft.dtype == np.float32
+    assert soft[0, 0, 0] == 1.0 and soft[1, -1, -1] == 1.0
+    np.testing.assert_allclose(soft.sum(0), 1.0, atol=1e-6)
+
+
+def test_concepts_are_checked_before_anything_runs():
+    for bad, reason in ((["cat"], "at least two"), (["cat", "Cat"], "distinct"), (["a,b", "c"], "comma")):
+        with pytest.raises(ValueError, match=reason):
+            engine.check_concepts(bad)
+
+
+def test_unknown_flags_get_the_closest_known_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["mask", "x", "--concepts", "a, b", "--out", "o", "--noise-levle", "0.3"])
+    assert exit_info.value.code == 2
+    assert "--noise-levle: did you mean --noise-level?" in capsys.readouterr().err
+
+
+def test_eval_verb_is_there_exactly_when_cli_bench_provides_it():
+    parser = main.build_parser()
+    verbs = next(a for a in parser._actions if a.dest == "verb").choices
+    try:
+        importlib.import_module(PACK + ".cli.bench").add_eval_command
+        has_eval = True
+    except (ImportError, AttributeError):
+        has_eval = False
+    assert ("eval" in verbs) == has_eval and "mask" in verbs
