@@ -27,7 +27,7 @@ def grey_for(concept_index: int) -> int:
 
 class PictureEngine:
     """Stands in for cli.engine: the concept with grey level 20 + 30 k wins where the picture has
-    it (share 1, the others 0). Records what it was asked."""
+    it (share 0.5, the others share the rest equally). Records what it was asked."""
 
     def __init__(self, fail=()):
         self.tasks, self.fail = [], set(fail)
@@ -41,7 +41,8 @@ class PictureEngine:
                 continue
             grey = np.asarray(Image.open(task.image).convert("L")).astype(float)
             winner = np.clip(np.rint((grey - 20) / 30), 0, len(task.concepts) - 1).astype(int)
-            soft = (np.arange(len(task.concepts))[:, None, None] == winner[None]).astype(np.float32)
+            wins = np.arange(len(task.concepts))[:, None, None] == winner[None]
+            soft = np.where(wins, 0.5, 0.5 / (len(task.concepts) - 1)).astype(np.float32)
             yield MaskResult(task.key, soft, "stand-in", 0.0, None)
 
 
@@ -153,7 +154,8 @@ def test_imagenet_eval_reports_hand_computed_numbers(imagenet_mat, tmp_path):
     # object: inter .5 + 0 + .25 + .5, union .5 + .5 + .75 + .75 -> 1/2; background: 1.5 / 2.75
     assert m["miou"] == pytest.approx((0.5 + 1.5 / 2.75) / 2)
     assert m["paper_miou"] == pytest.approx(0.6875 / 1.3125)
-    # AP per image 1, 1/2, 1/2, 0.6875 (0.75 x 0.75 + 0.25 x 0.5)
+    # AP of the class's map rescaled to 0..1 (as the authors' ImageNet script): 1, 1/2, 1/2,
+    # 0.6875 (0.75 x 0.75 + 0.25 x 0.5)
     assert m["map"] == pytest.approx((1 + 0.5 + 0.5 + 0.6875) / 4)
     # the engine saw the protocol's pictures and settings
     task, settings, size = engine.tasks[0]
@@ -263,7 +265,10 @@ def test_voc_eval_reports_hand_computed_numbers_for_both_splits(voc, tmp_path):
     assert s["miou"] == pytest.approx((168 / 224 + 196 / 252) / 2)
     assert s["paper_miou"] == pytest.approx((364 / 420) / (2 - 364 / 420))
     assert s["accuracy_authors_voc"] == pytest.approx(728 / 868)
-    assert s["map"] == pytest.approx((1 + 0.6875) / 2)
+    # AP of the class's share (0.5 where it wins, 0.1 elsewhere; VOC: not rescaled), scores
+    # [1 - share, share]: dog picture 0.9 (84 +) then 0.5 (112 +, 112 -): 84/196 + 112/196 x 196/308;
+    # plane picture 0.9 (112 +), then 0.5 (112 +, 112 -): 1/2 + 1/2 x 2/3.
+    assert s["map"] == pytest.approx((84 / 196 + 112 / 308 + 1 / 2 + 1 / 3) / 2)
     m = multi["metrics"]
     # units of 28 columns: background 9/13, plane 2/4, cat 2/2, dog 4/4, person 2/4; accuracy 19/23
     assert multi["scored"] == 3 and m["classes_scored"] == 5

@@ -67,7 +67,7 @@ class Protocol:
         ground truth already at 224 x 224."""
         if soft.ndim != 3 or soft.shape[0] != len(sample_labels):
             raise ValueError(f"expected maps [{len(sample_labels)}, H, W], received {list(soft.shape)}")
-        maps = resize_maps(soft)
+        maps = resize_maps(soft).astype(np.float64)  # float32 means of a flat map can fall below it
         labels = np.asarray(sample_labels)
         strongest = labels[np.argmax(maps, axis=0)]
         if not self.binary:
