@@ -52,6 +52,7 @@ class Settings:
     workflow: pathlib.Path | None = None   # an API-format template replacing the default loaders
     max_megapixels: float = 1.0            # larger pictures are scaled down for the model, maps scaled back
     in_flight: int = 2                     # prompts queued per server at a time
+    timeout: float = 900.0                 # seconds one item may take on a server before it counts as gone
     base_directory: pathlib.Path | None = None  # in-process: ComfyUI's --base-directory
     cpu: bool = False                      # in-process: ComfyUI's --cpu
 
@@ -117,6 +118,9 @@ def check_concepts(concepts: list[str]) -> None:
                          "add 'background'.")
     if len({c.strip().lower() for c in concepts}) != len(concepts) or not all(c.strip() for c in concepts):
         raise ValueError(f"concepts: need distinct, non-empty names, received {concepts}.")
+    if any("," in c or "\n" in c for c in concepts):
+        raise ValueError(f"concepts: a name cannot contain a comma or a line break (the node splits on them), "
+                         f"received {concepts}.")
 
 
 def finished(prepared: Prepared, pngs: list[bytes], source: str, started: float) -> MaskResult:

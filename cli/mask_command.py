@@ -1,0 +1,245 @@
+"""The `mask` verb: PNG masks for every picture and concept, a JSON Lines manifest, resume."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from . import engine, inputs
+from .progress import Progress
+
+MASK_MODE_NAMES = {"exclusive": "exclusive", "soft": "soft", "above-mean": "above mean", "otsu": "otsu",
+                   "threshold": "threshold"}
+
+
+def add_mask_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "mask", help="write a PNG mask per picture and concept",
+        description="Write one PNG mask per picture and concept (OUT/masks/<picture>.<concept>.png), the "
+                    "segmentation picture if asked (OUT/segmentation/<picture>.png) and a manifest "
+                    "(OUT/manifest.jsonl). A rerun skips what the manifest lists as done.")
+    parser.add_argument("inputs", nargs="+", help="picture files, folders (searched recursively) or globs")
+    parser.add_argument("--concepts", required=True,
+                        help="comma-separated concepts, e.g. 'person, sky, background' (at least two)")
+    parser.add_argument("--out", required=True, type=pathlib.Path, help="output folder")
+    parser.add_argument("--mask-mode", choices=list(MASK_MODE_NAMES), default="exclusive",
+                        help="exclusive (default): each pixel to its strongest concept; soft: the 0..1 shares; "
+                             "above-mean: the paper's binary mask; otsu; threshold (see --threshold)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="cut-off for --mask-mode threshold")
+    parser.add_argument("--segmentation", action="store_true",
+                        help="also write a picture with one colour per concept and a legend")
+    parser.add_argument("--caption", default="", help="prompt for the encode pass (default: the empty prompt)")
+    parser.add_argument("--shard", help="i/N: only this run's share of the pictures (1-based), for N independent runs")
+    parser.add_argument("--redo", action="store_true", help="ignore the manifest: mask every picture again")
+    add_engine_options(parser)
+    parser.set_defaults(run=run_mask)
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The Concept Attention / Saliency options, model files and where to run: shared by every verb."""
+    d = engine.Settings()
+    maps = parser.add_argument_group("maps (Concept Attention / Concept Saliency)")
+    maps.add_argument("--seed", type=int, default=d.seed, help="first noise seed")
+    maps.add_argument("--seeds", type=int, default=d.seed_count, metavar="COUNT",
+                      help="noises averaged per picture (the paper uses 5; more: cleaner, slower)")
+    maps.add_argument("--noise-level", type=float, default=d.noise_level,
+                      help="position in the noise schedule, 0..1 (0.5: the paper's)")
+    maps.add_argument("--blocks", default=d.blocks, help="double blocks averaged: 'last 4', 'all', '14-17', ...")
+    maps.add_argument("--blur", action=argparse.BooleanOptionalAction, default=d.blur,
+                      help="the paper's 3x3 blur on the token grid")
+    maps.add_argument("--normalize-concepts", action=argparse.BooleanOptionalAction, default=d.normalize_concepts,
+                      help="the paper's concept normalisation")
+    maps.add_argument("--refine", choices=["none", "guided", "pamr"], default=d.refine,
+                      help="masks that follow the picture's edges (see the README)")
+    maps.add_argument("--max-megapixels", type=float, default=d.max_megapixels,
+                      help="larger pictures are scaled down to this for the model; the masks come back at "
+                           "the picture's own size")
+    models = parser.add_argument_group("models (file names in ComfyUI's model folders)")
+    models.add_argument("--unet", default=d.unet, help=f"diffusion model (default {d.unet})")
+    models.add_argument("--weight-dtype", default=d.weight_dtype, help="UNETLoader's weight_dtype")
+    models.add_argument("--t5", default=d.t5, help=f"T5-XXL text encoder (default {d.t5})")
+    models.add_argument("--clip-l", default=d.clip_l, help=f"CLIP-L text encoder (default {d.clip_l})")
+    models.add_argument("--vae", default=d.vae, help=f"VAE (default {d.vae})")
+    models.add_argument("--workflow", type=pathlib.Path,
+                        help="your own API-format workflow with one LoadImage, Concept Attention (Flux) and "
+                             "Concept Saliency (other loaders, LoRAs): the tool fills in the rest")
+    where = parser.add_argument_group("where it runs")
+    where.add_argument("--server", action="append", default=[], metavar="URL",
+                       help="a running ComfyUI (repeat for several); none: in-process on the local ComfyUI")
+    where.add_argument("--in-flight", type=int, default=d.in_flight, help="prompts queued per server")
+    where.add_argument("--timeout", type=float, default=d.timeout,
+                       help="seconds one picture may take on a server before the server counts as gone")
+    where.add_argument("--comfyui", type=pathlib.Path,
+                       help="in-process: the ComfyUI folder (default: COMFYUI_PATH, or the ComfyUI this pack is in)")
+    where.add_argument("--base-directory", type=pathlib.Path,
+                       help="in-process: ComfyUI's --base-directory (models, custom_nodes), if you use one")
+    where.add_argument("--cpu", action="store_true", help="in-process: run on the CPU")
+
+
+def settings_from(args) -> engine.Settings:
+    return engine.Settings(
+        blocks=args.blocks, noise_level=args.noise_level, seed=args.seed, seed_count=args.seeds, blur=args.blur,
+        refine=args.refine, normalize_concepts=args.normalize_concepts,
+        mask_mode=MASK_MODE_NAMES.get(getattr(args, "mask_mode", "exclusive"), "exclusive"),
+        threshold=getattr(args, "threshold", 0.5), unet=args.unet, weight_dtype=args.weight_dtype, t5=args.t5,
+        clip_l=args.clip_l, vae=args.vae, workflow=args.workflow, max_megapixels=args.max_megapixels,
+        in_flight=args.in_flight, timeout=args.timeout, base_directory=args.base_directory, cpu=args.cpu)
+
+
+def slug(concept: str) -> str:
+    """A concept as part of a file name: letters, digits, '-', '_' kept (any script), the rest '_'."""
+    return re.sub(r"[^\w\-]+", "_", concept.strip()).strip("_") or "concept"
+
+
+class Outputs:
+    """Where each picture's files go, and the manifest of what is done."""
+
+    def __init__(self, out: pathlib.Path, shard):
+        self.out = out
+        self.manifest = out / ("manifest.jsonl" if shard is None else f"manifest-shard{shard[0]}of{shard[1]}.jsonl")
+
+    def mask_path(self, key: str, concept: str) -> pathlib.Path:
+        return self.out / "masks" / f"{key}.{slug(concept)}.png"
+
+    def segmentation_path(self, key: str) -> pathlib.Path:
+        return self.out / "segmentation" / f"{key}.png"
+
+    def done_records(self) -> dict[str, dict]:
+        """The last record of each key over every manifest in the folder (all shards)."""
+        records = {}
+        for manifest in sorted(self.out.glob("manifest*.jsonl")):
+            for line in manifest.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by an interrupted run
+                if isinstance(record, dict) and "key" in record:
+                    records[record["key"]] = record
+        return records
+
+    def is_done(self, record: dict | None, wanted: dict) -> bool:
+        if not record or record.get("error"):
+            return False
+        if any(record.get(k) != v for k, v in wanted.items()):
+            return False
+        files = list(record.get("masks", {}).values()) + ([record["segmentation"]] if record.get("segmentation") else [])
+        return all((self.out / f).is_file() for f in files) and (bool(record.get("segmentation")) or
+                                                                  not wanted.get("segmentation_wanted"))
+
+    def append(self, record: dict) -> None:
+        self.manifest.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.manifest, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_png(path: pathlib.Path, pixels: np.ndarray) -> None:
+    """Written beside and renamed, so a file under its final name is always complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    Image.fromarray(pixels).save(partial, format="PNG")
+    os.replace(partial, path)
+
+
+def save_result(result: engine.MaskResult, outputs: Outputs, settings: engine.Settings, segmentation: bool) -> dict:
+    import torch
+    from ..nodes.masks import apply_mask_mode
+    from ..nodes.render import segmentation as render_segmentation
+    concepts = result.task.concepts
+    soft = torch.from_numpy(result.soft)[None]
+    masks = apply_mask_mode(soft, settings.mask_mode, settings.threshold)[0]
+    written = {}
+    for concept, mask in zip(concepts, masks):
+        path = outputs.mask_path(result.key, concept)
+        write_png(path, (mask.numpy() * 255).round().astype(np.uint8))
+        written[concept] = path.relative_to(outputs.out).as_posix()
+    picture = None
+    if segmentation:
+        path = outputs.segmentation_path(result.key)
+        write_png(path, (render_segmentation(soft, concepts)[0].numpy() * 255).round().astype(np.uint8))
+        picture = path.relative_to(outputs.out).as_posix()
+    return {"masks": written, "segmentation": picture}
+
+
+def run_mask(args) -> int:
+    out = sys.stderr
+    try:
+        concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
+        engine.check_concepts(concepts)
+        shard = inputs.parse_shard(args.shard) if args.shard else None
+        found, warnings = inputs.gather(args.inputs)
+    except (ValueError, inputs.InputError) as error:
+        print(f"error: {error}", file=out)
+        return 1
+    for warning in warnings:
+        print(f"warning: {warning}", file=out)
+    if not found:
+        print("error: no pictures to mask (see the warnings above)", file=out)
+        return 1
+    settings = settings_from(args)
+    outputs = Outputs(args.out, shard)
+    wanted = {"concepts": concepts, "mask_mode": settings.mask_mode, "threshold": settings.threshold,
+              "caption": args.caption, "settings": settings.map_settings()}
+    records = {} if args.redo else outputs.done_records()
+    mine = [(key, path) for key, path in found if inputs.in_shard(key, shard)]
+    todo = [(key, path) for key, path in mine
+            if not outputs.is_done(records.get(key), wanted | {"segmentation_wanted": args.segmentation})]
+    skipped = len(mine) - len(todo)
+    if skipped:
+        print(f"{skipped} of {len(mine)} pictures already done (in the manifest); masking the other {len(todo)}",
+              file=out)
+    if not todo:
+        print("nothing to do", file=out)
+        return 0
+    tasks = [engine.MaskTask(key, path, concepts, args.caption) for key, path in todo]
+    progress = Progress(len(tasks), out, quiet=args.quiet)
+    failures: list[tuple[str, str]] = []
+    done = 0
+    try:
+        results = engine.run_tasks(tasks, settings, servers=args.server or None, comfyui=args.comfyui,
+                                   progress=progress.message)
+        for result in results:
+            record = {"key": result.key, "input": str(result.task.image),
+                      "size": list(result.size) if result.size else None, "source": result.source,
+                      "seeds": settings.seeds(), "seconds": round(result.seconds, 3)} | wanted
+            if result.error is None:
+                try:
+                    record |= save_result(result, outputs, settings, args.segmentation)
+                except OSError as error:
+                    result.error = f"cannot write its masks: {error}"
+            if result.error is not None:
+                record["error"] = result.error
+                failures.append((result.key, result.error))
+            else:
+                done += 1
+            outputs.append(record)
+            progress.update(ok=result.error is None)
+    except (engine.EngineError, ValueError) as error:
+        progress.close()
+        print(f"error: {error}", file=out)
+        return 1
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"interrupted: {done} masked this run; run the same command again to finish", file=out)
+        return 130
+    progress.close()
+    print(summary(done, skipped, failures, outputs, time.perf_counter() - progress.started), file=out)
+    return 0 if done or not failures else 1
+
+
+def summary(done, skipped, failures, outputs, seconds) -> str:
+    lines = [f"done: {done} masked in {seconds:.1f} s" + (f", {skipped} already done" if skipped else "") +
+             f", {len(failures)} failed; manifest: {outputs.manifest}"]
+    for key, error in failures[:20]:
+        lines.append(f"  failed: {key}: {error}")
+    if len(failures) > 20:
+        lines.append(f"  ... and {len(failures) - 20} more (see the manifest)")
+    return "\n".join(lines)

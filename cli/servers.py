@@ -1,0 +1,289 @@
+"""Many ComfyUI servers through their HTTP API: /upload/image, /prompt, /history, /view.
+
+Each server gets `in_flight` workers (a few prompts queued, so its GPU never waits for the
+network). A server that stops answering has its items put back for the others; every task
+gives exactly one result, and a late answer from a server that was given up on is never read."""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+from . import engine, images, workflow
+
+log = logging.getLogger(__name__)
+
+SUBFOLDER = "concept_masks_cli"
+MAX_ATTEMPTS = 3  # servers an item may be tried on before it counts as failed
+POLL_SECONDS = 0.05
+
+
+class ServerGone(RuntimeError):
+    """The server did not answer (refused, reset, timed out): its items go to the others."""
+
+
+class ItemError(RuntimeError):
+    """The server ran this item and reported an error: the item failed, the server is fine."""
+
+
+class Server:
+    def __init__(self, url: str, timeout: float):
+        url = url.strip().rstrip("/")
+        if "://" not in url:
+            url = "http://" + url
+        self.url, self.timeout = url, timeout
+        self.dead: str | None = None  # why it was given up on
+        self.done = 0
+
+    def _open(self, path: str, data: bytes | None = None, headers=None, timeout: float = 30):
+        request = urllib.request.Request(self.url + path, data=data, headers=headers or {})
+        try:
+            return urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError) as error:  # refused, reset, timeout, DNS
+            raise ServerGone(f"{self.url} does not answer ({getattr(error, 'reason', error)})") from None
+
+    def get_json(self, path: str, timeout: float = 30):
+        with self._open(path, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def post_json(self, path: str, body: dict):
+        data = json.dumps(body).encode()
+        with self._open(path, data, {"Content-Type": "application/json"}) as response:
+            raw = response.read()
+            return json.loads(raw) if raw else None
+
+    def check(self, template: dict) -> None:
+        """Reachable, and has every node the workflow uses (the pack among them)."""
+        try:
+            self.get_json("/system_stats", timeout=10)
+        except urllib.error.HTTPError as error:
+            raise ServerGone(f"{self.url} is not a ComfyUI server (/system_stats: HTTP {error.code})") from None
+        needed = sorted({n["class_type"] for n in template.values()} | {"MaskToImage", "PreviewImage"})
+        missing = [name for name in needed if not self.get_json(f"/object_info/{urllib.parse.quote(name)}")]
+        if missing:
+            raise ServerGone(f"{self.url} lacks the nodes {missing} (is the ConceptAttention pack installed there?)")
+
+    def upload(self, png: bytes) -> str:
+        boundary = uuid.uuid4().hex
+        name = f"{uuid.uuid4().hex}.png"
+        parts = []
+        for field, value in (("type", "temp"), ("subfolder", SUBFOLDER), ("overwrite", "true")):
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n{value}\r\n'.encode())
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                     f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n")
+        parts.append(f"--{boundary}--\r\n".encode())
+        try:
+            with self._open("/upload/image", b"".join(parts),
+                            {"Content-Type": f"multipart/form-data; boundary={boundary}"}) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise ServerGone(f"{self.url} refused the upload (HTTP {error.code})") from None
+        subfolder = answer.get("subfolder") or ""
+        return f"{subfolder + '/' if subfolder else ''}{answer['name']} [{answer.get('type', 'temp')}]"
+
+    def queue_prompt(self, prompt: dict, client_id: str) -> str:
+        try:
+            return self.post_json("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+        except urllib.error.HTTPError as error:
+            body = error.read().decode(errors="replace")
+            raise Refused(f"{self.url} refused the workflow: {refusal_text(body)}") from None
+
+    def wait(self, prompt_id: str, stop: threading.Event) -> dict:
+        deadline = time.monotonic() + self.timeout
+        failures = 0
+        while time.monotonic() < deadline and not stop.is_set():
+            try:
+                history = self.get_json(f"/history/{prompt_id}")
+                failures = 0
+            except ServerGone:
+                failures += 1
+                if failures >= 3:
+                    raise
+                time.sleep(0.5)
+                continue
+            entry = history.get(prompt_id)
+            if entry:
+                status = entry.get("status") or {}
+                if status.get("status_str") == "error":
+                    raise ItemError(execution_error(status.get("messages")))
+                if status.get("completed", True) and workflow.MASKS_OUT in entry.get("outputs", {}):
+                    return entry
+                if status.get("completed"):
+                    raise ItemError("the workflow finished without masks")
+            time.sleep(POLL_SECONDS)
+        if stop.is_set():
+            raise ServerGone("stopped")
+        raise ServerGone(f"{self.url} did not finish an item within {self.timeout:.0f} s")
+
+    def fetch(self, files: list[dict]) -> list[bytes]:
+        out = []
+        for f in files:
+            query = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
+                                            "type": f.get("type", "temp")})
+            try:
+                with self._open(f"/view?{query}") as response:
+                    out.append(response.read())
+            except urllib.error.HTTPError as error:
+                raise ServerGone(f"{self.url} could not send {f['filename']} (HTTP {error.code})") from None
+        return out
+
+    def forget(self, prompt_id: str) -> None:
+        try:
+            self.post_json("/history", {"delete": [prompt_id]})
+        except (ServerGone, urllib.error.HTTPError):
+            pass
+
+
+class Refused(ServerGone):
+    """The server's validation refused the workflow (a model file it lacks, say): not this item's fault."""
+
+
+def refusal_text(body: str) -> str:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body[:500]
+    from .inprocess import describe_refusal
+    return describe_refusal(answer.get("error"), answer.get("node_errors"), {})
+
+
+def execution_error(messages) -> str:
+    for event, data in messages or []:
+        if event == "execution_error":
+            return f"{data.get('node_type')}: {str(data.get('exception_message', '')).strip()}"
+    return "ComfyUI reported an error without a message"
+
+
+class Dispatcher:
+    """The shared work list: tasks go out to workers, come back when a server fails, and each
+    ends as exactly one result."""
+
+    def __init__(self, tasks, servers: list[Server]):
+        self.pending = collections.deque((task, 0) for task in tasks)
+        self.total = len(self.pending)
+        self.servers = servers
+        self.results: queue.Queue = queue.Queue()
+        self.condition = threading.Condition()
+        self.finished = 0
+        self.stop = threading.Event()
+
+    def take(self, server: Server):
+        with self.condition:
+            while not self.pending and self.finished < self.total and not server.dead and not self.stop.is_set():
+                self.condition.wait(0.5)
+            if server.dead or self.stop.is_set() or not self.pending:
+                return None
+            return self.pending.popleft()
+
+    def give_back(self, task, attempts: int, why: str) -> None:
+        with self.condition:
+            if attempts >= MAX_ATTEMPTS:
+                self._finish(engine.failed(task, "servers", time.perf_counter(),
+                                           f"failed on {attempts} servers; last: {why}"))
+            else:
+                self.pending.appendleft((task, attempts))
+            self._fail_leftovers()
+            self.condition.notify_all()
+
+    def finish(self, result) -> None:
+        with self.condition:
+            self._finish(result)
+            self.condition.notify_all()
+
+    def _finish(self, result) -> None:
+        self.finished += 1
+        self.results.put(result)
+
+    def server_died(self, server: Server, why: str) -> None:
+        with self.condition:
+            if server.dead is None:
+                server.dead = why
+            self._fail_leftovers()
+            self.condition.notify_all()
+
+    def _fail_leftovers(self) -> None:
+        if all(s.dead for s in self.servers):
+            reasons = "; ".join(sorted({s.dead for s in self.servers}))
+            while self.pending:
+                task, _ = self.pending.popleft()
+                self._finish(engine.failed(task, "servers", time.perf_counter(), f"no server left ({reasons})"))
+
+
+def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: engine.Settings, say) -> None:
+    client_id = uuid.uuid4().hex
+    while True:
+        taken = dispatcher.take(server)
+        if taken is None:
+            return
+        task, attempts = taken
+        started = time.perf_counter()
+        try:
+            prepared = engine.prepare(task, settings)
+        except images.ImageReadError as error:
+            dispatcher.finish(engine.failed(task, server.url, started, str(error)))
+            continue
+        try:
+            name = server.upload(prepared.png)
+            prompt = workflow.build_prompt(template, name, task.concepts, task.caption, settings)
+            prompt_id = server.queue_prompt(prompt, client_id)
+            entry = server.wait(prompt_id, dispatcher.stop)
+            pngs = server.fetch(entry["outputs"][workflow.MASKS_OUT]["images"])
+            server.forget(prompt_id)
+        except ItemError as error:
+            dispatcher.finish(engine.failed(task, server.url, started, str(error), prepared.size))
+            continue
+        except ServerGone as error:
+            if dispatcher.stop.is_set():
+                return
+            if server.dead is None:
+                say(f"server {server.url} failed ({error}); its items go to the other servers")
+            dispatcher.server_died(server, str(error))
+            dispatcher.give_back(task, attempts + 1, str(error))
+            return
+        except Exception as error:  # a bug or an unexpected answer: this item fails, the run goes on
+            log.exception("item %s on %s", task.key, server.url)
+            dispatcher.finish(engine.failed(task, server.url, started, f"{type(error).__name__}: {error}",
+                                            prepared.size))
+            continue
+        server.done += 1
+        dispatcher.finish(engine.finished(prepared, pngs, server.url, started))
+
+
+def run_on_servers(tasks, settings: engine.Settings, template: dict, urls: list[str], say):
+    """Check the servers now (raise EngineError when none can be used), then return the results' generator."""
+    servers, problems = [], []
+    for url in dict.fromkeys(urls):
+        server = Server(url, settings.timeout)
+        try:
+            server.check(template)
+            servers.append(server)
+        except ServerGone as error:
+            problems.append(str(error))
+            say(f"not using {server.url}: {error}")
+    if not servers:
+        raise engine.EngineError("no usable ComfyUI server: " + "; ".join(problems) +
+                                 ". Start ComfyUI there (python main.py --listen) or fix the --server URL.")
+    return _results(Dispatcher(list(tasks), servers), template, settings, say)
+
+
+def _results(dispatcher: Dispatcher, template, settings, say):
+    threads = [threading.Thread(target=worker, args=(server, dispatcher, template, settings, say), daemon=True)
+               for server in dispatcher.servers for _ in range(max(1, settings.in_flight))]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(dispatcher.total):
+            yield dispatcher.results.get()
+    finally:
+        dispatcher.stop.set()
+        with dispatcher.condition:
+            dispatcher.condition.notify_all()
