@@ -17,6 +17,7 @@ h5py = pytest.importorskip("h5py", reason="the bench extra (h5py) is needed to w
 from concept_attention_pack.cli import bench  # noqa: E402
 from concept_attention_pack.cli.bench import datasets  # noqa: E402
 from concept_attention_pack.cli.engine import MaskResult, MaskTask, Settings  # noqa: E402
+from concept_attention_pack.cli.main import build_parser  # noqa: E402
 
 SIZE = 512
 
@@ -110,12 +111,10 @@ def imagenet_mat(tmp_path):
     return path, names
 
 
-def eval_args(tmp_path, dataset, **extra):
-    values = dict(dataset=dataset, benchmark=None, names=None, limit=None, seed_count=None, out=tmp_path / "out",
-                  keep_images=False, server=[], comfyui=None, unet=None, t5=None, clip_l=None, vae=None,
-                  weight_dtype=None, workflow=None, in_flight=None, cpu=False)
-    values.update(extra)
-    return argparse.Namespace(**values)
+def run_eval(tmp_path, *argv, engine):
+    """`concept_masks.py eval ...` as the tool parses it, run on the stand-in engine."""
+    args = build_parser().parse_args(["eval", *map(str, argv), "--out", str(tmp_path / "out")])
+    return bench.run_eval_command(args, engine=engine)
 
 
 def test_matlab_file_has_the_header_and_the_layout_the_authors_loader_reads(imagenet_mat):
@@ -143,7 +142,7 @@ def test_imagenet_reader_gives_the_paper_concepts_caption_and_truth(imagenet_mat
 def test_imagenet_eval_reports_hand_computed_numbers(imagenet_mat, tmp_path):
     path, names = imagenet_mat
     engine = PictureEngine()
-    code = bench.run_eval_command(eval_args(tmp_path, path, names=names), engine=engine)
+    code = run_eval(tmp_path, path, "--names", names, engine=engine)
     assert code == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     split = report["splits"][0]
@@ -171,7 +170,7 @@ def test_imagenet_eval_reports_hand_computed_numbers(imagenet_mat, tmp_path):
 def test_imagenet_eval_limit_and_failures(imagenet_mat, tmp_path):
     path, names = imagenet_mat
     engine = PictureEngine(fail={"0001_n02085621_empty"})
-    assert bench.run_eval_command(eval_args(tmp_path, path, names=names, limit=2), engine=engine) == 0
+    assert run_eval(tmp_path, path, "--names", names, "--limit", 2, engine=engine) == 0
     split = json.loads((tmp_path / "out" / "report.json").read_text())["splits"][0]
     assert split["scored"] == 1 and split["failed"] == 1
     assert split["failures"] == [{"key": "0001_n02085621_empty", "error": "server went away"}]
@@ -180,12 +179,12 @@ def test_imagenet_eval_limit_and_failures(imagenet_mat, tmp_path):
 
 def test_imagenet_without_names_or_h5_file_says_what_to_do(imagenet_mat, tmp_path, capsys):
     path, names = imagenet_mat
-    assert bench.run_eval_command(eval_args(tmp_path, path), engine=PictureEngine()) == 2
-    assert "--names" in capsys.readouterr().out
+    assert run_eval(tmp_path, path, engine=PictureEngine()) == 2
+    assert "--names" in capsys.readouterr().err
     not_mat = tmp_path / "x.mat"
     not_mat.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 200)  # an old (v5) MAT file
-    assert bench.run_eval_command(eval_args(tmp_path, not_mat, names=names), engine=PictureEngine()) == 2
-    assert "MATLAB v7.3" in capsys.readouterr().out
+    assert run_eval(tmp_path, not_mat, "--names", names, engine=PictureEngine()) == 2
+    assert "MATLAB v7.3" in capsys.readouterr().err
 
 
 def test_authors_class_map_is_read_through_wordnet_lemmas(tmp_path):
@@ -255,7 +254,7 @@ def test_voc_reader_splits_and_concepts(voc):
 
 def test_voc_eval_reports_hand_computed_numbers_for_both_splits(voc, tmp_path):
     engine = PictureEngine()
-    assert bench.run_eval_command(eval_args(tmp_path, voc.parent), engine=engine) == 0
+    assert run_eval(tmp_path, voc.parent, engine=engine) == 0
     single, multi = json.loads((tmp_path / "out" / "report.json").read_text())["splits"]
     s = single["metrics"]
     # in columns of the 224 grid: dog picture 112 object + 84 background correct, 28 void;
@@ -284,10 +283,21 @@ def test_voc_ground_truth_in_colours_is_refused(tmp_path):
     png = voc / "VOC2012" / "SegmentationClass" / "2007_000001.png"
     Image.open(png).convert("RGB").save(png)
     with pytest.raises(datasets.DatasetError, match="palette PNG"):
-        list(datasets.PascalVOC(voc, "single"))
+        datasets.PascalVOC(voc, "single")
 
 
 def test_missing_voc_folder_is_a_clear_error(tmp_path, capsys):
-    args = eval_args(tmp_path, tmp_path / "nothing", benchmark="voc-single")
-    assert bench.run_eval_command(args, engine=PictureEngine()) == 2
-    assert "no PascalVOC 2012" in capsys.readouterr().out
+    assert run_eval(tmp_path, tmp_path / "nothing", "--benchmark", "voc-single", engine=PictureEngine()) == 2
+    assert "no PascalVOC 2012" in capsys.readouterr().err
+
+
+def test_a_map_option_given_on_the_command_line_overrides_the_protocol_and_is_reported(imagenet_mat, tmp_path):
+    path, names = imagenet_mat
+    engine = PictureEngine()
+    assert run_eval(tmp_path, path, "--names", names, "--limit", 1, "--blocks", "last 4", "--seeds", 2,
+                    engine=engine) == 0
+    _, settings, _ = engine.tasks[0]
+    assert (settings.blocks, settings.seed_count, settings.noise_level) == ("last 4", 2, 0.5)
+    split = json.loads((tmp_path / "out" / "report.json").read_text())["splits"][0]
+    assert split["protocol"]["changed_from_protocol"] == {"blocks": "last 4", "seed_count": 2}
+    assert "Changed from the paper's protocol" in (tmp_path / "out" / "report.md").read_text()

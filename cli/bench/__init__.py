@@ -12,11 +12,13 @@ import dataclasses
 import itertools
 import logging
 import pathlib
+import sys
 import time
 from typing import Callable, Iterable
 
 from PIL import Image
 
+from ..progress import Progress
 from . import datasets, protocol, report
 from .datasets import DatasetError, Sample
 from .protocol import PROTOCOLS, Protocol
@@ -27,7 +29,7 @@ BENCHMARKS = ("imagenet-seg", "voc-single", "voc-multi", "voc")
 
 
 def add_eval_command(subparsers) -> argparse.ArgumentParser:
-    """Register `eval` on the tool's subparsers; its handler is `args.handler(args) -> exit code`."""
+    """Register `eval` on the tool's subparsers; its handler is `args.run(args) -> exit code`."""
     parser = subparsers.add_parser(
         "eval", help="the paper's segmentation benchmark (ImageNet-Segmentation, PascalVOC 2012)",
         description="Run the paper's zero-shot segmentation protocol on ImageNet-Segmentation "
@@ -41,30 +43,24 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
                         help="ImageNet-Segmentation concept names: JSON {WordNet id: name}, or the authors' "
                              "imagenet_class_map.json (needs NLTK's WordNet)")
     parser.add_argument("--limit", type=int, help="score only the first N images of each split")
-    parser.add_argument("--seed-count", type=int,
-                        help="noise seeds per image (default: the protocol's; the report marks a change)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("eval-results"),
                         help="folder for report.json, report.md and the working images (default eval-results)")
     parser.add_argument("--keep-images", action="store_true",
                         help="keep the prepared 1024 x 1024 pictures (default: deleted once scored)")
-    parser.add_argument("--server", action="append", default=[], metavar="URL",
-                        help="a ComfyUI server to run on (repeat for several); none: in-process")
-    parser.add_argument("--comfyui", type=pathlib.Path, help="in-process: the ComfyUI folder (default COMFYUI_PATH)")
-    add_model_arguments(parser)
-    parser.set_defaults(handler=run_eval_command)
+    from ..mask_command import add_engine_options
+    add_engine_options(parser)
+    # The protocol sets the map options; a flag given on the command line overrides it, and the
+    # report lists it under changed_from_protocol.
+    parser.set_defaults(run=run_eval_command, **{dest: None for dest in MAP_OPTIONS})
     return parser
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model files and engine options, named as the engine's Settings fields."""
-    from .. import engine
-    defaults = engine.Settings()
-    for name in ("unet", "t5", "clip_l", "vae", "weight_dtype"):
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=getattr(defaults, name),
-                            help=f"default {getattr(defaults, name)}")
-    parser.add_argument("--workflow", type=pathlib.Path, help="an API-format template replacing the default loaders")
-    parser.add_argument("--in-flight", type=int, default=defaults.in_flight, help="prompts queued per server")
-    parser.add_argument("--cpu", action="store_true", help="in-process: run ComfyUI on the CPU")
+# command-line dest -> engine Settings field, for the options the protocol sets
+MAP_OPTIONS = {"blocks": "blocks", "noise_level": "noise_level", "seed": "seed", "seeds": "seed_count",
+               "blur": "blur", "normalize_concepts": "normalize_concepts", "refine": "refine",
+               "max_megapixels": "max_megapixels"}
+ENGINE_OPTIONS = ("unet", "weight_dtype", "t5", "clip_l", "vae", "workflow", "in_flight", "timeout",
+                  "base_directory", "cpu")
 
 
 def splits_for(args) -> list[str]:
@@ -83,20 +79,21 @@ def open_split(name: str, args) -> Iterable[Sample]:
     return datasets.PascalVOC(args.dataset, name.split("-")[1])
 
 
-def settings_for(rule: Protocol, base, seed_count: int | None = None):
+def settings_for(rule: Protocol, base, overrides: dict | None = None):
     """The engine Settings for a protocol: the protocol's map options over `base` (model files,
-    servers' options), with room for the protocol's 1024 x 1024 pictures."""
+    where it runs), room for the protocol's 1024 x 1024 pictures, then `overrides` (Settings
+    fields the user set on the command line)."""
     fields = rule.settings_fields()
-    if seed_count is not None:
-        fields["seed_count"] = seed_count
     known = {f.name for f in dataclasses.fields(base)}
     if "max_megapixels" in known:
         fields["max_megapixels"] = max(base.max_megapixels, protocol.MODEL_SIZE ** 2 / 1e6)
+    fields.update(overrides or {})
     return dataclasses.replace(base, **{k: v for k, v in fields.items() if k in known})
 
 
 def evaluate(rule: Protocol, samples: Iterable[Sample], settings, work: pathlib.Path, run_tasks: Callable,
              task_type, servers=None, comfyui=None, progress=None, keep_images=False) -> dict:
+    """progress: a cli.progress.Progress (or None)."""
     """Run one split through `run_tasks` and score it. Returns the split's report (see report.py)."""
     images_dir, truth_dir = work / "images" / rule.name, work / "truth" / rule.name
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +111,8 @@ def evaluate(rule: Protocol, samples: Iterable[Sample], settings, work: pathlib.
             pending[sample.key] = sample.labels
             yield task_type(key=sample.key, image=picture, concepts=sample.concepts, caption=sample.caption)
 
-    for result in run_tasks(tasks(), settings, servers=servers or None, comfyui=comfyui, progress=progress):
+    say = progress.message if progress is not None else None
+    for result in run_tasks(tasks(), settings, servers=servers or None, comfyui=comfyui, progress=say):
         labels = pending.pop(result.key)
         truth_png = truth_dir / f"{result.key}.png"
         if result.error is not None or result.soft is None:
@@ -126,6 +124,8 @@ def evaluate(rule: Protocol, samples: Iterable[Sample], settings, work: pathlib.
             except ValueError as error:
                 failures.append({"key": result.key, "error": f"scoring: {error}"})
         truth_png.unlink(missing_ok=True)
+        if progress is not None:
+            progress.update(result.error is None and result.soft is not None)
         if not keep_images:
             (images_dir / f"{result.key}.png").unlink(missing_ok=True)
     skipped = getattr(samples, "skipped", [])
@@ -138,11 +138,13 @@ def run_eval_command(args, engine=None) -> int:
     if engine is None:
         from .. import engine
     base = engine.Settings()
-    for name in ("unet", "t5", "clip_l", "vae", "weight_dtype", "workflow", "in_flight", "cpu"):
+    for name in ENGINE_OPTIONS:
         if getattr(args, name, None) is not None:
             base = dataclasses.replace(base, **{name: getattr(args, name)})
+    overrides = {field: getattr(args, dest) for dest, field in MAP_OPTIONS.items()
+                 if getattr(args, dest, None) is not None}
     if args.limit is not None and args.limit < 1:
-        print("--limit: expected a positive number of images.")
+        print("error: --limit: expected a positive number of images.", file=sys.stderr)
         return 2
     splits = []
     for name in splits_for(args):
@@ -150,20 +152,22 @@ def run_eval_command(args, engine=None) -> int:
         try:
             samples = open_split(name, args)
         except DatasetError as error:
-            print(f"eval: {error}")
+            print(f"error: {error}", file=sys.stderr)
             return 2
         chosen = itertools.islice(samples, args.limit) if args.limit else samples
         if hasattr(samples, "skipped"):
             chosen = _KeepsSkipped(chosen, samples)
-        settings = settings_for(rule, base, args.seed_count)
-        print(f"== {rule.title}: {'first ' + str(args.limit) + ' images' if args.limit else 'all images'}, "
-              f"{'servers ' + ', '.join(args.server) if args.server else 'in-process'}")
+        settings = settings_for(rule, base, overrides)
+        total = min(len(samples), args.limit) if args.limit else len(samples)
+        bar = Progress(total, sys.stderr, quiet=getattr(args, "quiet", False))
+        bar.message(f"== {rule.title}: {total} images, "
+                    f"{'servers ' + ', '.join(args.server) if args.server else 'in-process'}")
         try:
             splits.append(evaluate(rule, chosen, settings, args.out, engine.run_tasks, engine.MaskTask,
-                                   servers=args.server, comfyui=args.comfyui, progress=print,
+                                   servers=args.server, comfyui=args.comfyui, progress=bar,
                                    keep_images=args.keep_images))
         except DatasetError as error:
-            print(f"eval: {error}")
+            print(f"error: {error}", file=sys.stderr)
             return 2
     written = report.write(splits, args.out, limit=args.limit)
     print(report.markdown(splits, limit=args.limit))

@@ -207,22 +207,33 @@ class PascalVOC:
         listing = self.root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
         if not listing.is_file():
             raise DatasetError(f"dataset: {listing} is missing (the list of the {image_set} images).")
-        self.names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        listed = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
         self.skipped: list[tuple[str, str]] = []
+        self.present = {name: self._classes_present(name) for name in listed}
+        if split == "single":
+            for name, present in self.present.items():
+                if not present:
+                    self.skipped.append((name, "no object class left at 224 x 224"))
+            self.names = [name for name in listed if len(self.present[name]) == 1]
+        else:
+            self.names = listed
+
+    def _classes_present(self, name: str) -> list[int]:
+        """The object classes in the ground truth at the scoring size (the authors decide the
+        split on the 224 x 224 labels)."""
+        labels = read_voc_labels(self.root / "SegmentationClass" / f"{name}.png")
+        return [int(c) for c in np.unique(resize_labels(labels)) if c not in (0, VOID)]
+
+    def __len__(self) -> int:
+        return len(self.names)
 
     def __iter__(self) -> Iterator[Sample]:
         for name in self.names:
-            sample = self.sample(name)
-            if sample is not None:
-                yield sample
+            yield self.sample(name)
 
-    def sample(self, name: str) -> Sample | None:
+    def sample(self, name: str) -> Sample:
         labels = read_voc_labels(self.root / "SegmentationClass" / f"{name}.png")
-        present = [int(c) for c in np.unique(resize_labels(labels)) if c not in (0, VOID)]
-        if self.split == "single" and len(present) != 1:
-            if not present:
-                self.skipped.append((name, "no object class left at 224 x 224"))
-            return None
+        present = self.present[name]
         jpeg = self.root / "JPEGImages" / f"{name}.jpg"
         try:
             image = Image.open(jpeg).convert("RGB")
