@@ -22,7 +22,7 @@ def split_report(rule: Protocol, scores, failures: list, skipped: list, settings
         summary.pop("paper_miou", None)
     chosen = {k: v for k, v in dataclasses.asdict(settings).items() if k in rule.settings_fields()
               or k in ("unet", "t5", "clip_l", "vae", "weight_dtype", "max_megapixels")}
-    changed = {k: v for k, v in rule.settings_fields().items() if chosen.get(k, v) != v}
+    changed = {k: chosen[k] for k, v in rule.settings_fields().items() if chosen.get(k, v) != v}
     return {
         "benchmark": rule.name,
         "title": rule.title,
