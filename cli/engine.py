@@ -30,14 +30,14 @@ DEFAULT_VAE = "ae.safetensors"
 
 @dataclass
 class Settings:
-    """The Concept Attention / Concept Saliency options the tool exposes (the nodes' defaults, but
-    refine 'none': the tool has no picture-specific reason to pick one)."""
+    """The Concept Attention / Concept Saliency options the tool exposes, with the nodes' defaults
+    (refine 'guided' is what the node's 'auto' does: the tool always connects the picture)."""
     blocks: str = "last 4"
     noise_level: float = 0.5
     seed: int = 0
     seed_count: int = 1
     blur: bool = True
-    refine: str = "none"
+    refine: str = "guided"
     refine_radius: int = 2
     refine_eps: float = 1e-4
     normalize_concepts: bool = True

@@ -136,11 +136,29 @@ def test_in_process_gives_the_servers_masks(dataset, servers, tmp_path):
     assert len(server_masks) == 4 * len(CONCEPTS) and server_masks.keys() == local_masks.keys()
     for name, mask in server_masks.items():
         np.testing.assert_array_equal(mask, local_masks[name], err_msg=name)
-    for picture in pictures:  # soft maps: shares of each pixel (8-bit, truncated), not all one concept
+    # soft maps: shares of each pixel, not all one concept; 8-bit (truncated) and, for a picture
+    # whose sides are not multiples of 16, resized back to its size (each value rounded)
+    for picture in pictures:
         stack = np.stack([server_masks[f"masks/{picture.name}.{c}.png"].astype(int) for c in CONCEPTS])
-        assert ((stack.sum(0) >= 255 - len(CONCEPTS)) & (stack.sum(0) <= 255)).all()
+        assert (np.abs(stack.sum(0) - 255) <= len(CONCEPTS)).all()
         assert len({int(a) for a in stack.argmax(0).ravel()}) > 1 or stack.std() > 0
     assert {r["source"] for r in manifest(tmp_path / "local")} == {"in-process"}
+
+
+def test_masks_follow_the_picture_by_default_as_the_node_does_with_one(dataset, servers, tmp_path):
+    """The tool connects the picture, so its default refine is the node's 'auto' with a picture
+    (guided); --refine none gives the upsampled token grid instead."""
+    picture = dataset["pictures"] / "pic02.png"
+    common = ["--concepts", ", ".join(CONCEPTS), "--workflow", dataset["workflow"], "--mask-mode", "soft",
+              "--server", servers[0].url]
+    default = run_cli("mask", picture, *common, "--out", tmp_path / "default")
+    plain = run_cli("mask", picture, *common, "--refine", "none", "--out", tmp_path / "none")
+    assert default.returncode == 0 and plain.returncode == 0, default.stderr + plain.stderr
+    assert manifest(tmp_path / "default")[0]["settings"]["refine"] == "guided"
+    guided, upsampled = read_masks(tmp_path / "default"), read_masks(tmp_path / "none")
+    assert guided.keys() == upsampled.keys()
+    differences = [np.abs(guided[k].astype(int) - upsampled[k].astype(int)).max() for k in guided]
+    assert max(differences) > 8, differences
 
 
 def test_default_workflow_in_process_names_the_missing_model_file(dataset, tmp_path):
