@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import COMFYUI, comfyui_version
-from test_browser_workflows import CHROMIUM, IGNORED_ERRORS, READY, sync_playwright
+from test_browser_workflows import IGNORED_ERRORS, READY, browser  # noqa: F401  (browser: the fixture)
 
 pytestmark = pytest.mark.comfy
 
@@ -71,15 +71,6 @@ def _set(server, settings: dict):
     request = urllib.request.Request(server.url + "/settings", data=json.dumps(settings).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=30).read()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
-        yield browser
-        browser.close()
 
 
 class Page:
