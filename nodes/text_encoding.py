@@ -2,9 +2,13 @@
 hidden states feed the diffusion model: T5-XXL for Flux.1 and Chroma, Mistral 3 / Qwen3 for Flux.2)."""
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .capture import ConceptInputError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_KEYS = ("t5xxl", "mistral3_24b", "qwen3_4b", "qwen3_8b")
 
@@ -24,15 +28,19 @@ def encode_concepts(clip, names: list[str], text_keys=DEFAULT_TEXT_KEYS, needs: 
         raise ConceptInputError(
             f"clip: this CLIP has no text encoder this model reads (it gives {sorted(empty)}, the model "
             f"needs one of {list(text_keys)}); use {needs or 'the text encoder that belongs to the model'}.")
-    pad = _pad_token(clip, key)
+    pad, unknown, blank = _special_tokens(clip, key)
     empty_ids = [token[0] for chunk in empty[key] for token in chunk]
     rows = []
+    tokenized = []
     for name in names:
         tokens = clip.tokenize(name)
         ids = [token[0] for chunk in tokens[key] for token in chunk]
         own = own_token_positions(ids, empty_ids, pad)
         if not own:
             raise ConceptInputError(f"concepts: {name!r} produced no text tokens; use a word or phrase.")
+        tokenized.append((name, tokens, ids, own))
+    _check_known(tokenized, unknown, blank, key)
+    for name, tokens, ids, own in tokenized:
         embedded = clip.encode_from_tokens(tokens)
         embedded = embedded.reshape(-1, embedded.shape[-1])
         if embedded.shape[0] != len(ids):
@@ -59,12 +67,44 @@ def own_token_positions(ids: list[int], empty_ids: list[int], pad: int | None) -
     return kept[prefix:len(concept) - suffix]
 
 
-def _pad_token(clip, key: str) -> int | None:
-    """The padding token of the tokenizer behind `key` (ComfyUI names it by its embedding key)."""
+def _special_tokens(clip, key: str):
+    """(padding id, unknown id, blank(id) -> bool) of the tokenizer behind `key` (ComfyUI names it
+    by its embedding key). The unknown token only for a vocabulary that has one (T5's
+    SentencePiece; byte-level tokenizers such as Qwen3's and Mistral's encode any text); blank:
+    a piece that is only a word boundary (T5's lone '▁' before an unknown character)."""
     for tokenizer in vars(clip.tokenizer).values():
         if getattr(tokenizer, "embedding_key", None) == key:
-            return getattr(tokenizer, "pad_token", None)
-    return None
+            inner = getattr(tokenizer, "tokenizer", None)
+            unknown = getattr(inner, "unk_token_id", None)
+            if not isinstance(unknown, int) or not hasattr(inner, "decode"):
+                return getattr(tokenizer, "pad_token", None), None, None
+            return getattr(tokenizer, "pad_token", None), unknown, lambda i: not inner.decode([i]).strip()
+    return None, None, None
+
+
+ENCODER_NAMES = {"t5xxl": "T5-XXL"}
+
+
+def _check_known(tokenized, unknown: int | None, blank, key: str) -> None:
+    """A concept whose own tokens are all the encoder's unknown token is an error: its embedding
+    says only "unknown", the same for every such concept, so its map would be meaningless (T5-XXL
+    has no pieces for Chinese, Japanese or Korean characters, nor for emoji). Some unknown pieces
+    in a concept are logged: the known rest still carries it."""
+    if unknown is None:
+        return
+    encoder = ENCODER_NAMES.get(key, key)
+    unreadable = [name for name, _, ids, own in tokenized
+                  if all(ids[i] == unknown or blank(ids[i]) for i in own)]
+    if unreadable:
+        raise ConceptInputError(
+            f"concepts: {', '.join(map(repr, unreadable))} cannot be read by this model's text encoder "
+            f"({encoder}): its vocabulary has no pieces for these characters, so each would encode as the "
+            "same 'unknown' token and give a meaningless map. Write the concept in English (e.g. 'dragon' "
+            "for '龍').")
+    for name, _, ids, own in tokenized:
+        if any(ids[i] == unknown for i in own):
+            log.warning("Concept Attention: %r has characters %s does not know (encoded as its unknown "
+                        "token); the map follows the rest of the words. English words work best.", name, encoder)
 
 
 def encode_prompt(clip, text: str) -> torch.Tensor:

@@ -32,5 +32,24 @@ def test_several_subword_concept_differs_from_its_first_piece(clip):
 
 def test_non_ascii_and_long_concepts_encode(clip):
     from concept_attention_pack.nodes.text_encoding import encode_concepts
-    out = encode_concepts(clip, ["forêt enneigée", "龍", "word " * 300])
+    out = encode_concepts(clip, ["forêt enneigée", "лес", "word " * 300])
     assert out.shape == (3, 64) and torch.isfinite(out).all()
+
+
+def test_concept_t5_cannot_read_is_refused_with_the_fix(clip):
+    """T5-XXL has no pieces for CJK characters or emoji: such a concept would be the unknown token,
+    the same for all of them (identical, meaningless maps)."""
+    from concept_attention_pack.nodes.capture import ConceptInputError
+    from concept_attention_pack.nodes.text_encoding import encode_concepts
+    with pytest.raises(ConceptInputError) as refused:
+        encode_concepts(clip, ["dragon", "龍", "🐉"])
+    message = str(refused.value)
+    assert "'龍', '🐉'" in message and "T5-XXL" in message and "English" in message
+
+
+def test_concept_with_some_unknown_characters_encodes_from_the_rest_and_says_so(clip, caplog):
+    from concept_attention_pack.nodes.text_encoding import encode_concepts
+    with caplog.at_level("WARNING"):
+        mixed, dragon = encode_concepts(clip, ["龍 dragon", "dragon"])
+    assert "'龍 dragon'" in caplog.text and "T5-XXL" in caplog.text
+    assert not torch.allclose(mixed, dragon)

@@ -101,6 +101,14 @@ def test_unknown_concept_name_is_a_clear_error(server):
         server.run(graph)
 
 
+def test_concept_the_text_encoder_cannot_read_is_a_clear_error_before_sampling(server):
+    from comfy_server import WorkflowError
+    graph = _graph(KSAMPLER, ["sampler", 0], concepts="dragon\n龍\nbackground", batch=1)
+    with pytest.raises(WorkflowError, match=r"'龍' cannot be read by this model's text encoder \(T5-XXL\)") as error:
+        server.run(graph)
+    assert "English" in str(error.value)
+
+
 def test_encode_path_load_image_to_composite(server):
     """LoadImage -> VAE Encode -> Concept Saliency (computed from the latent) -> ImageCompositeMasked,
     on a 1000x744 image (not a multiple of 16: Flux pads, the masks are cropped back)."""
