@@ -14,10 +14,15 @@ const SALIENCY = "ConceptSaliency";
 const ATTENTION = "ConceptAttentionFlux";
 const RANKED = 6; // lines in the pointer ranking
 const PREVIEW_MIN_HEIGHT = 260; // px of the widget once there is a preview
+const LEGEND_ROW_HEIGHT = 24; // px of one row of concept buttons
+const LEGEND_MAX_ROWS = 4; // before a run the node grows for at most this many rows of names
+const WARNING_HEIGHT = 20; // px of the unknown-name warning
+const WIDGET_MARGIN = 8; // px the frontends take off a DOM widget's height for its margins
 
 const STYLE = `
 .ca-panel { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%; box-sizing: border-box;
   overflow: hidden; font: 12px sans-serif; color: var(--input-text, #ddd); }
+.ca-panel [hidden] { display: none !important; }
 .ca-row { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; }
 .ca-source { opacity: 0.8; }
 .ca-warning { color: #ff6b6b; }
@@ -97,10 +102,15 @@ class SaliencyPanel {
     this.render();
   }
 
-  /** Height the widget needs: the preview once there is one; else only the warning line. */
+  /** Height the widget needs: the preview once there is one; before a run, the connected Concept
+   * Attention node's names (so a node just added offers them) and the warning line. */
   minHeight() {
     if (this.payload) return PREVIEW_MIN_HEIGHT;
-    return this.warning.textContent ? 20 : 0;
+    const legend = this.known?.length
+      ? Math.min(Math.max(LEGEND_ROW_HEIGHT, this.legend.scrollHeight), LEGEND_MAX_ROWS * LEGEND_ROW_HEIGHT) : 0;
+    const warning = this.warning.textContent ? WARNING_HEIGHT : 0;
+    if (!legend && !warning) return 0;
+    return legend + warning + (legend && warning ? 4 : 0) + WIDGET_MARGIN;
   }
 
   show(payload) {
@@ -175,10 +185,10 @@ class SaliencyPanel {
     const key = JSON.stringify([known, value]);
     if (key === this.checked) return;
     this.checked = key;
+    const before = this.minHeight();
     this.known = known;
-    const hadWarning = !!this.warning.textContent;
     this.render();
-    if (hadWarning !== !!this.warning.textContent) this.fit();
+    if (this.minHeight() > before) this.fit();
   }
 
   render() {

@@ -323,3 +323,54 @@ def test_batch_menu_and_overlay_view_show_the_chosen_image_and_concept(server, b
     finally:
         page.page.close()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_concept_saliency_node_offers_the_connected_concepts_before_any_run(server, browser, mode):
+    """A Concept Saliency added from the node library (its own default size) and connected to the
+    Concept Attention node shows that node's concepts as buttons, visible on the node, before any
+    run; a click sets `concept`."""
+    _set(server, {"Comfy.VueNodes.Enabled": mode == "vue"})
+    page = Page(browser, server, _test_graph(server.get("/object_info")))
+    try:
+        page.page.evaluate("""() => {
+          const node = LiteGraph.createNode('ConceptSaliency');
+          node.pos = [40, 1500];
+          window.app.graph.add(node);
+          window.app.graph.getNodeById(4).connect(0, node, 0);
+          window.__fresh = node.id;
+          const canvas = window.app.canvas;
+          canvas.ds.scale = 1;
+          canvas.ds.offset[0] = 200 - node.pos[0];
+          canvas.ds.offset[1] = 150 - node.pos[1];
+          canvas.setDirty(true, true);
+          canvas.draw(true, true);
+        }""")
+        page.page.wait_for_timeout(1000)
+        page.page.evaluate("() => { window.app.canvas.setDirty(true, true); window.app.canvas.draw(true, true); }")
+        page.page.wait_for_timeout(500)
+        shown = page.page.evaluate("""() => {
+          const node = window.app.graph.getNodeById(window.__fresh);
+          // the node's box on the screen (canvas coordinates through the view's offset and scale)
+          const canvas = window.app.canvas, frame = canvas.canvas.getBoundingClientRect();
+          const [x, y, w, h] = node.getBounding();
+          const scale = canvas.ds.scale, offset = canvas.ds.offset;
+          const root = {left: frame.left + (x + offset[0]) * scale, top: frame.top + (y + offset[1]) * scale,
+                        right: frame.left + (x + w + offset[0]) * scale, bottom: frame.top + (y + h + offset[1]) * scale};
+          return Array.from(node.conceptPanel.legend.querySelectorAll('.ca-concept')).map(button => {
+            const r = button.getBoundingClientRect();
+            const visible = r.width > 0 && r.height > 0 && r.top >= root.top - 0.5 && r.bottom <= root.bottom + 0.5
+              && r.left >= root.left - 0.5 && r.right <= root.right + 0.5;
+            return [button.dataset.concept, visible];
+          });
+        }""")
+        assert shown == [[name, True] for name in ["dragon", "sky", "mountains", "background"]], shown
+        page.page.evaluate("""() => window.app.graph.getNodeById(window.__fresh).conceptPanel.legend
+            .querySelector("[data-concept='mountains']").click()""")
+        value = page.page.evaluate("""() => window.app.graph.getNodeById(window.__fresh).widgets
+            .find(w => w.name === 'concept').value""")
+        assert value == "mountains"
+        errors = page.errors()
+    finally:
+        page.page.close()
+    assert not errors, errors
