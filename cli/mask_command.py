@@ -204,6 +204,7 @@ def run_mask(args) -> int:
     progress = Progress(len(tasks), out, quiet=args.quiet)
     failures: list[tuple[str, str]] = []
     done = 0
+    results = None
     try:
         results = engine.run_tasks(tasks, settings, servers=args.server or None, comfyui=args.comfyui,
                                    progress=progress.message)
@@ -228,6 +229,8 @@ def run_mask(args) -> int:
         print(f"error: {error}", file=out)
         return 1
     except KeyboardInterrupt:
+        if results is not None:
+            results.close()  # the engine withdraws this run's prompts still queued on servers
         progress.close()
         print(f"interrupted: {done} masked this run; run the same command again to finish", file=out)
         return 130

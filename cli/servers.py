@@ -41,6 +41,9 @@ class Server:
         self.url, self.timeout = url, timeout
         self.dead: str | None = None  # why it was given up on
         self.done = 0
+        self.queued: set[str] = set()  # prompts of this run on the server, not finished yet
+        self.withdrawing = False  # the run stopped early: a prompt queued from now on is taken off at once
+        self.lock = threading.Lock()
 
     def _open(self, path: str, data: bytes | None = None, headers=None, timeout: float = 30):
         request = urllib.request.Request(self.url + path, data=data, headers=headers or {})
@@ -125,6 +128,36 @@ class Server:
         if stop.is_set():
             raise ServerGone("stopped")
         raise ServerGone(f"{self.url} did not finish an item within {self.timeout:.0f} s")
+
+    def withdraw(self) -> int:
+        """Take this run's unfinished prompts off the server (an interrupted run): the queued ones
+        are deleted, a running one is interrupted (only if it is ours: /interrupt with its id).
+        Returns how many were withdrawn; a server that does not answer is left as it is."""
+        with self.lock:
+            self.withdrawing = True
+            prompt_ids, self.queued = sorted(self.queued), set()
+        return self.take_off(prompt_ids)
+
+    def take_off(self, prompt_ids: list[str]) -> int:
+        if not prompt_ids:
+            return 0
+        try:
+            self.post_json("/queue", {"delete": prompt_ids})
+            for prompt_id in prompt_ids:
+                self.post_json("/interrupt", {"prompt_id": prompt_id})
+        except (ServerGone, urllib.error.HTTPError):
+            return 0
+        return len(prompt_ids)
+
+    def track(self, prompt_id: str) -> bool:
+        """Count a just-queued prompt as this run's; False (and taken off the server) when the run
+        is being withdrawn: a worker that was uploading while the run stopped queued it too late."""
+        with self.lock:
+            if not self.withdrawing:
+                self.queued.add(prompt_id)
+                return True
+        self.take_off([prompt_id])
+        return False
 
     def fetch(self, files: list[dict]) -> list[bytes]:
         out = []
@@ -243,7 +276,11 @@ def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: eng
             name = server.upload(prepared.png)
             prompt = workflow.build_prompt(template, name, task.concepts, task.caption, settings)
             prompt_id = server.queue_prompt(prompt, client_id)
+            if not server.track(prompt_id):
+                return
             entry = server.wait(prompt_id, dispatcher.stop)
+            with server.lock:
+                server.queued.discard(prompt_id)
             pngs = server.fetch(entry["outputs"][workflow.MASKS_OUT]["images"])
             server.forget(prompt_id)
         except ItemError as error:
@@ -308,3 +345,7 @@ def _results(dispatcher: Dispatcher, template, settings, say):
         dispatcher.stop.set()
         with dispatcher.condition:
             dispatcher.condition.notify_all()
+        if len(given) < dispatcher.total:  # stopped early (Ctrl-C): leave the servers' queues as we found them
+            withdrawn = sum(server.withdraw() for server in dispatcher.servers)
+            if withdrawn:
+                say(f"withdrew {withdrawn} unfinished prompts from the servers")

@@ -173,7 +173,8 @@ def test_default_workflow_in_process_names_the_missing_model_file(dataset, tmp_p
 def test_interrupted_run_restarted_redoes_nothing_it_finished(dataset, servers, tmp_path):
     out = tmp_path / "out"
     args = ["mask", dataset["pictures"], "--concepts", ", ".join(CONCEPTS), "--out", out, "--workflow",
-            dataset["workflow"], "--server", servers[0].url, "--in-flight", "1", "--seeds", "8"]
+            dataset["workflow"], "--server", servers[0].url, "--in-flight", "4", "--seeds", "8"]
+    history_before = set(servers[0].get("/history"))
     first = run_cli(*args, wait=False)
     deadline = time.time() + 120
     while time.time() < deadline and first.poll() is None:
@@ -183,6 +184,15 @@ def test_interrupted_run_restarted_redoes_nothing_it_finished(dataset, servers, 
         time.sleep(0.02)
     stderr = first.communicate(timeout=60)[1]
     assert first.returncode == 130 and "run the same command again" in stderr, stderr
+    # the prompts it still had on the server (4 in flight: one running, the others waiting) were
+    # taken off: the waiting ones never run. The tool forgets what it finished, so what the server's
+    # history keeps of this run is at most the interrupted prompt (and one caught between its
+    # result and its clean-up); left queued, all 4 would run and stay.
+    time.sleep(3)
+    assert servers[0].get("/queue")["queue_pending"] == []
+    leftovers = set(servers[0].get("/history")) - history_before
+    assert len(leftovers) <= 2, f"an interrupted run left {len(leftovers)} prompts to run on the server"
+    assert "unfinished prompts from the servers" in stderr, stderr
     finished = {r["key"]: r for r in manifest(out) if not r.get("error")}
     assert 5 <= len(finished) < 20
     stamps = {key: [(out / f).stat().st_mtime_ns for f in r["masks"].values()] for key, r in finished.items()}
