@@ -306,10 +306,11 @@ class ConceptForward:
 
         dtype = x.dtype
         self.concept_vec = family.concept_vector(diffusion, timestep, guidance, rows, dtype)
-        embeddings = capture.embeddings_on(x.device, dtype).expand(len(image_index), -1, -1)
+        embeddings = capture.embeddings_on(x.device, dtype)[None]
         if getattr(diffusion, "txt_norm", None) is not None:
             embeddings = diffusion.txt_norm(embeddings)
-        self.concepts = diffusion.txt_in(embeddings)
+        # the text projection once, then one view per image row (the rows differ from the first block on)
+        self.concepts = diffusion.txt_in(embeddings).expand(len(image_index), -1, -1)
 
     def run_block(self, index: int, args, run_block):
         if not self.active:
