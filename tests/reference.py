@@ -446,6 +446,34 @@ def reference_for(model_patcher, weight_deltas=None):
     return ReferenceFlux(diffusion, weight_deltas)
 
 
+def reference_maps(model_patcher, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0),
+                   normalize=True, weight_deltas=None):
+    """The maps the pack should give for the model calls a test recorded (tiny_flux.record_diffusion_calls):
+    the positive-prompt rows (cond_or_uncond 0) of the calls whose step lies in `window`, through the
+    family's reference, softmax per (call, block), then the mean per image: [B, C, N]."""
+    ref = reference_for(model_patcher, weight_deltas)
+    per_image = {}
+    for call in calls:
+        schedule = call["schedule"]
+        step = int((schedule >= call["sigma"]).sum()) - 1
+        if not window[0] <= step / (len(schedule) - 1) < window[1]:
+            continue
+        chunk = call["x"].shape[0] // len(call["cond_or_uncond"])
+        for j, kind in enumerate(call["cond_or_uncond"]):
+            if kind != 0:
+                continue
+            rows = slice(j * chunk, (j + 1) * chunk)
+            inputs = [call["x"][rows], call["t"][rows], call["context"][rows]]
+            if isinstance(ref, ReferenceFlux):
+                inputs.append(call["y"][rows])  # Flux.1's pooled vector
+            guidance = None if call["guidance"] is None else call["guidance"][rows]
+            scores = ref.concept_scores(*inputs, guidance, embeddings, blocks, variant, normalize)
+            for s in scores.values():
+                for image in range(chunk):
+                    per_image.setdefault(image, []).append(s[image:image + 1])
+    return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
+
+
 def pad_flux2_context(context, length=512):
     """What ComfyUI does to a Flux.2 prompt before the model: left-pad with zero rows to 512."""
     return F.pad(context, (0, 0, max(0, length - context.shape[1]), 0))

@@ -9,7 +9,8 @@ import torch
 
 from conftest import COMFYUI
 
-from tiny_flux import family_test_marks
+from reference import reference_maps
+from tiny_flux import family_test_marks, record_diffusion_calls
 
 pytestmark = family_test_marks(COMFYUI is not None)
 
@@ -63,29 +64,6 @@ def _sample(model, family, batch=2, cfg=3.0, sampler="euler", steps=3, seed=0):
                                _conditioning(family, 2), latent, disable_pbar=True)
 
 
-def _reference_maps(model, calls, embeddings, blocks, variant, window, normalize):
-    from reference import mean_softmax_maps, reference_for
-    ref = reference_for(model)
-    per_image = {}
-    for call in calls:
-        schedule = call["schedule"]
-        step = int((schedule >= call["sigma"]).sum()) - 1
-        if not window[0] <= step / (len(schedule) - 1) < window[1]:
-            continue
-        chunk = call["x"].shape[0] // len(call["cond_or_uncond"])
-        for j, kind in enumerate(call["cond_or_uncond"]):
-            if kind != 0:
-                continue
-            rows = slice(j * chunk, (j + 1) * chunk)
-            guidance = None if call["guidance"] is None else call["guidance"][rows]
-            scores = ref.concept_scores(call["x"][rows], call["t"][rows], call["context"][rows], guidance,
-                                        embeddings, blocks, variant, normalize)
-            for s in scores.values():
-                for image in range(chunk):
-                    per_image.setdefault(image, []).append(s[image:image + 1])
-    return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("variant,blocks,block_ids,window,normalize", [
     ("output space", "1-2", [1, 2], (0.0, 1.0), True),
@@ -93,7 +71,6 @@ def _reference_maps(model, calls, embeddings, blocks, variant, window, normalize
     ("cross attention", "all", [0, 1, 2], (0.0, 0.7), True),
 ])
 def test_sampling_maps_equal_the_family_reference(api, models, family, variant, blocks, block_ids, window, normalize):
-    from tiny_flux import record_diffusion_calls
     model, embeddings = models[family], _embeddings(family)
     patched = api.patch_model(model, embeddings, NAMES, blocks=blocks, variant=variant, start_percent=window[0],
                               end_percent=window[1], normalize_concepts=normalize)
@@ -102,7 +79,7 @@ def test_sampling_maps_equal_the_family_reference(api, models, family, variant, 
     maps = api.concept_maps(patched, samples, source="sampling")
     grid = {"dev": (6, 10), "klein": (5, 9), "chroma": (4, 5)}[family]
     assert maps.maps.shape == (2, 3, *grid)
-    expected = _reference_maps(model, calls, embeddings, block_ids, variant, window, normalize)
+    expected = reference_maps(model, calls, embeddings, block_ids, variant, window, normalize)
     assert _rel_error(maps.maps.flatten(2), expected) < 1e-4
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from reference import reference_maps
+from tiny_flux import record_diffusion_calls
+
 pytestmark = pytest.mark.comfy
 
 NAMES = ["dragon", "sky", "background"]
@@ -44,46 +47,6 @@ def _sample(sample_mod, model, batch=2, cfg=3.5, sampler="euler", steps=3, seed=
                              disable_pbar=True, **kwargs)
 
 
-def _record_calls(patcher_extension, model):
-    """A DIFFUSION_MODEL wrapper (the test's own) that records every model call's inputs."""
-    calls = []
-
-    def record(executor, x, timestep, context, y=None, guidance=None, *args, **kwargs):
-        options = args[-1] if args and isinstance(args[-1], dict) else kwargs.get("transformer_options", {})
-        calls.append(dict(x=x.clone(), t=timestep.clone(), context=context.clone(), y=y.clone(),
-                          guidance=None if guidance is None else guidance.clone(),
-                          cond_or_uncond=list(options.get("cond_or_uncond", [0])),
-                          sigma=options["sigmas"].max().item(), schedule=options["sample_sigmas"].clone()))
-        return executor(x, timestep, context, y, guidance, *args, **kwargs)
-
-    model.add_wrapper_with_key(patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_recorder", record)
-    return calls
-
-
-def _reference_maps(model, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0), normalize=True,
-                    weight_deltas=None):
-    from reference import ReferenceFlux, mean_softmax_maps
-    ref = ReferenceFlux(model.model.diffusion_model, weight_deltas)
-    per_image = {}
-    for call in calls:
-        schedule = call["schedule"]
-        step = int((schedule >= call["sigma"]).sum()) - 1
-        if not window[0] <= step / (len(schedule) - 1) < window[1]:
-            continue
-        chunk = call["x"].shape[0] // len(call["cond_or_uncond"])
-        for j, kind in enumerate(call["cond_or_uncond"]):
-            if kind != 0:
-                continue
-            rows = slice(j * chunk, (j + 1) * chunk)
-            guidance = None if call["guidance"] is None else call["guidance"][rows]
-            scores = ref.concept_scores(call["x"][rows], call["t"][rows], call["context"][rows], call["y"][rows],
-                                        guidance, embeddings, blocks, variant, normalize)
-            for s in scores.values():
-                for image in range(chunk):
-                    per_image.setdefault(image, []).append(s[image:image + 1])
-    return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
-
-
 @pytest.mark.parametrize("variant,blocks,window,normalize", [
     ("output space", "1-2", (0.0, 1.0), False),
     ("output space", "0,2", (0.3, 1.0), False),
@@ -95,11 +58,11 @@ def test_sampling_maps_equal_float32_reference(comfy_modules, model, embeddings,
     sample_mod, patcher_extension, api, _ = comfy_modules
     patched = api.patch_model(model, embeddings, NAMES, blocks=blocks, variant=variant,
                               start_percent=window[0], end_percent=window[1], normalize_concepts=normalize)
-    calls = _record_calls(patcher_extension, patched)
+    calls = record_diffusion_calls(patched)
     samples = _sample(sample_mod, patched, steps=4)
     maps = api.concept_maps(patched, samples, source="sampling")
     block_ids = {"1-2": [1, 2], "0,2": [0, 2], "last 2": [1, 2], "all": [0, 1, 2], "1": [1]}[blocks]
-    expected = _reference_maps(model, calls, embeddings, block_ids, variant, window, normalize)
+    expected = reference_maps(model, calls, embeddings, block_ids, variant, window, normalize)
     assert maps.maps.shape == (2, 3, 4, 6)
     assert _rel_error(maps.maps.flatten(2), expected) < 1e-4
 
@@ -259,11 +222,11 @@ def test_lora_style_weight_patches_are_used_by_the_concept_stream(comfy_modules,
     key = "diffusion_model.double_blocks.1.txt_attn.qkv.weight"
     lora, delta = _with_diff_patch(model, key)
     patched = api.patch_model(lora, embeddings, NAMES, blocks="1-2")
-    calls = _record_calls(patcher_extension, patched)
+    calls = record_diffusion_calls(patched)
     samples = _sample(sample_mod, patched, batch=1)
     maps = api.concept_maps(patched, samples, source="sampling").maps
     patched.unpatch_model()
-    expected = _reference_maps(model, calls, embeddings, [1, 2],
+    expected = reference_maps(model, calls, embeddings, [1, 2],
                                weight_deltas={key.removeprefix("diffusion_model."): delta})
     assert _rel_error(maps.flatten(2), expected) < 1e-4
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_flux_inside_comfy import NAMES, _record_calls, _reference_maps, _rel_error
+from reference import reference_maps
+from test_flux_inside_comfy import NAMES, _rel_error, embeddings, model  # noqa: F401 (fixtures)
+from tiny_flux import record_diffusion_calls
 
 pytestmark = pytest.mark.comfy
 
@@ -18,17 +20,6 @@ def comfy_modules():
 
     from concept_attention_pack.nodes import api, patching
     return comfy.samplers, comfy.patcher_extension, api, patching
-
-
-@pytest.fixture(scope="module")
-def model():
-    from tiny_flux import build_flux
-    return build_flux(seed=0, depth=3, single=2)
-
-
-@pytest.fixture(scope="module")
-def embeddings():
-    return torch.randn(len(NAMES), 64, generator=torch.Generator().manual_seed(5))
 
 
 def _conds(seed):
@@ -72,14 +63,14 @@ def test_regional_prompts_sample_unchanged_and_maps_come_from_full_frame_passes(
     samplers, patcher_extension, api, _ = comfy_modules
     positive, negative = _regional(kind), _conds(2)
     patched = api.patch_model(model, embeddings, NAMES, blocks="all")
-    calls = _record_calls(patcher_extension, patched)
+    calls = record_diffusion_calls(patched)
     plain = _guided_sample(samplers, _cfg_guider(samplers, model, positive, negative, cfg))
     with_maps = _guided_sample(samplers, _cfg_guider(samplers, patched, positive, negative, cfg))
     assert torch.equal(plain, with_maps)
     assert any(call["x"].shape[-2:] != (8, 12) for call in calls), "no model call ran on a crop"
     full_frame = [call for call in calls if call["x"].shape[-2:] == (8, 12)]
     maps = api.concept_maps(patched, with_maps, source="sampling")
-    expected = _reference_maps(model, full_frame, embeddings, [0, 1, 2])
+    expected = reference_maps(model, full_frame, embeddings, [0, 1, 2])
     assert _rel_error(maps.maps.flatten(2), expected) < 1e-4
 
 
@@ -124,24 +115,21 @@ def test_skip_layer_guidance_passes_do_not_enter_the_maps(comfy_modules, model, 
                                                    steps=1), source="sampling").maps for m in (guided, plain)]
     torch.testing.assert_close(one_step[0], one_step[1], rtol=0, atol=1e-4)  # batch composition: float rounding only
 
-    calls = _record_calls(patcher_extension, guided)
+    calls = record_diffusion_calls(guided)
     samples = _guided_sample(samplers, _cfg_guider(samplers, guided, positive, negative, 3.5), steps=3)
     assert torch.equal(samples, _guided_sample(samplers, _cfg_guider(samplers, guidance(model), positive, negative,
                                                                     3.5), steps=3))
     regular = calls[0::2] if len(calls) == 6 else calls  # SLG: a second call per step after the regular one
     assert len(calls) == 6, f"expected two model calls per step, got {len(calls)}"
-    expected = _reference_maps(model, regular, embeddings, [0, 1, 2])
+    expected = reference_maps(model, regular, embeddings, [0, 1, 2])
     assert _rel_error(api.concept_maps(guided, samples, source="sampling").maps.flatten(2), expected) < 1e-4
 
 
 def test_dual_cfg_guider_maps_come_from_its_positive_prompt(comfy_modules, model, embeddings):
     """DualCFGGuider batches [negative, middle, positive]: its positive is chunk 2, not chunk 0."""
-    from comfy_extras.nodes_custom_sampler import Guider_DualCFG
     samplers, _, api, _ = comfy_modules
     patched = api.patch_model(model, embeddings, NAMES, blocks="all")
-    dual = Guider_DualCFG(patched)
-    dual.set_conds(_conds(1), _conds(3), _conds(2))
-    dual.set_cfg(3.5, 2.0)
+    dual = _dual(patched)
     maps = api.concept_maps(patched, _guided_sample(samplers, dual, steps=1), source="sampling").maps
     single = _guided_sample(samplers, _cfg_guider(samplers, patched, _conds(1), _conds(2), 3.5), steps=1)
     torch.testing.assert_close(maps, api.concept_maps(patched, single, source="sampling").maps, rtol=0, atol=1e-4)  # batch composition: float rounding only

@@ -137,27 +137,12 @@ def test_photo_path_refined_at_an_odd_size_composites(server):
     blocks = rng.random((6, 8, 3))  # large flat colour regions with straight and stepped edges
     photo = np.kron(blocks, np.ones((124, 125, 1)))
     Image.fromarray((photo * 255).astype(np.uint8)).save(server.base / "input" / "regions.png")
-    graph = {
-        "model": {"class_type": "TinyFluxLoader", "inputs": {"seed": 0, "schnell": True}},
-        "clip": {"class_type": "TinyFluxClipLoader", "inputs": {"seed": 0}},
-        "vae": {"class_type": "TinyVAELoader", "inputs": {}},
-        "patch": {"class_type": "ConceptAttentionFlux", "inputs": {
-            "model": ["model", 0], "clip": ["clip", 0], "concepts": "cat, grass, sky", "blocks": "all",
-            "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space",
-            "normalize_concepts": True}},
-        "image": {"class_type": "LoadImage", "inputs": {"image": "regions.png"}},
-        "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["image", 0], "vae": ["vae", 0]}},
-        "saliency": {"class_type": "ConceptSaliency", "inputs": {
-            "model": ["patch", 0], "latent": ["encode", 0], "concept": "sky", "source": "auto",
-            "noise_level": 0.5, "seed": 0, "seed_count": 2, "blur": True, "invert": True,
-            "mask_mode": "otsu", "threshold": 0.5, "image": ["image", 0], "refine": "guided"}},
-        "composite": {"class_type": "ImageCompositeMasked", "inputs": {
-            "destination": ["image", 0], "source": ["saliency", 1], "x": 0, "y": 0, "resize_source": False,
-            "mask": ["saliency", 2]}},
-        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["composite", 0]}},
+    from test_workflows_through_server import photo_to_composite_graph
+    graph = photo_to_composite_graph("regions.png", refine="guided")
+    graph.update({
         "mask_image": {"class_type": "MaskToImage", "inputs": {"mask": ["saliency", 2]}},
         "mask_preview": {"class_type": "PreviewImage", "inputs": {"images": ["mask_image", 0]}},
-    }
+    })
     entry = server.run(graph)
     assert _preview_pixels(server, entry, "preview").shape == (1, 744, 1000)
     mask = _preview_pixels(server, entry, "mask_preview")

@@ -5,23 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_flux_inside_comfy import NAMES, _record_calls, _reference_maps, _rel_error, _sample, _with_diff_patch
+from reference import reference_maps
+from test_flux_inside_comfy import (  # noqa: F401 (comfy_modules, embeddings: fixtures)
+    NAMES, _rel_error, _sample, _with_diff_patch, comfy_modules, embeddings)
+from tiny_flux import record_diffusion_calls
 
 pytestmark = pytest.mark.comfy
-
-
-@pytest.fixture(scope="module")
-def comfy_modules():
-    import comfy.patcher_extension
-    import comfy.sample
-
-    from concept_attention_pack.nodes import api, patching
-    return comfy.sample, comfy.patcher_extension, api, patching
-
-
-@pytest.fixture(scope="module")
-def embeddings():
-    return torch.randn(len(NAMES), 64, generator=torch.Generator().manual_seed(5))
 
 
 @pytest.mark.parametrize("dtype,manual_cast,tolerance", [
@@ -36,10 +25,10 @@ def test_maps_of_reduced_precision_models_match_float32(comfy_modules, embedding
     from tiny_flux import build_flux
     model = build_flux(seed=0, depth=3, dtype=dtype, manual_cast=manual_cast)
     patched = api.patch_model(model, embeddings, NAMES, blocks="all")
-    calls = _record_calls(patcher_extension, patched)
+    calls = record_diffusion_calls(patched)
     maps = api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling").maps
     assert maps.dtype == torch.float32
-    assert _rel_error(maps.flatten(2), _reference_maps(model, calls, embeddings, [0, 1, 2])) < tolerance
+    assert _rel_error(maps.flatten(2), reference_maps(model, calls, embeddings, [0, 1, 2])) < tolerance
 
 
 @pytest.mark.parametrize("normalize,tolerance", [(False, 6e-2), (True, 2e-1)])
@@ -71,11 +60,11 @@ def test_batch_of_three_with_cfg_gives_a_map_per_image(comfy_modules, embeddings
     from tiny_flux import build_flux
     model = build_flux(seed=0, depth=2)
     patched = api.patch_model(model, embeddings, NAMES)
-    calls = _record_calls(patcher_extension, patched)
+    calls = record_diffusion_calls(patched)
     samples = _sample(sample_mod, patched, batch=3, cfg=4.0)
     maps = api.concept_maps(patched, samples, source="sampling").maps
     assert maps.shape[0] == 3 and not torch.equal(maps[0], maps[2])
-    assert _rel_error(maps.flatten(2), _reference_maps(model, calls, embeddings, [0, 1])) < 1e-4
+    assert _rel_error(maps.flatten(2), reference_maps(model, calls, embeddings, [0, 1])) < 1e-4
 
 
 def test_latent_with_noise_mask_samples_unchanged_and_captures(comfy_modules, embeddings):
@@ -248,12 +237,12 @@ def test_low_vram_partial_loading_with_a_lora_patch_keeps_maps_exact(comfy_modul
     key = "diffusion_model.double_blocks.1.txt_mlp.0.weight"
     lora, delta = _with_diff_patch(model, key)
     patched = api.patch_model(lora, embeddings, NAMES, blocks="1-2")
-    calls = _record_calls(patcher_extension, patched)
+    calls = record_diffusion_calls(patched)
     maps = api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling").maps
     block = model.model.diffusion_model.double_blocks[1].txt_mlp[0]
     assert getattr(block, "comfy_cast_weights", False), "the low-VRAM path was not taken"
     mm.unload_all_models()
-    expected = _reference_maps(model, calls, embeddings, [1, 2],
+    expected = reference_maps(model, calls, embeddings, [1, 2],
                                weight_deltas={key.removeprefix("diffusion_model."): delta})
     assert _rel_error(maps.flatten(2), expected) < 1e-4
 

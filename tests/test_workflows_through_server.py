@@ -109,13 +109,11 @@ def test_concept_the_text_encoder_cannot_read_is_a_clear_error_before_sampling(s
     assert "English" in str(error.value)
 
 
-def test_encode_path_load_image_to_composite(server):
-    """LoadImage -> VAE Encode -> Concept Saliency (computed from the latent) -> ImageCompositeMasked,
-    on a 1000x744 image (not a multiple of 16: Flux pads, the masks are cropped back)."""
-    from PIL import Image
-    Image.fromarray((np.random.default_rng(0).random((744, 1000, 3)) * 255).astype(np.uint8)).save(
-        server.base / "input" / "photo.png")
-    graph = {
+def photo_to_composite_graph(image: str, **saliency_inputs) -> dict:
+    """LoadImage(image) -> VAE Encode -> Concept Saliency (from the latent, mask of everything but
+    'sky', the photo under the overlay) -> ImageCompositeMasked -> PreviewImage 'preview', on the
+    tiny stand-ins; saliency_inputs change Concept Saliency's inputs."""
+    return {
         "model": {"class_type": "TinyFluxLoader", "inputs": {"seed": 0, "schnell": True}},
         "clip": {"class_type": "TinyFluxClipLoader", "inputs": {"seed": 0}},
         "vae": {"class_type": "TinyVAELoader", "inputs": {}},
@@ -123,17 +121,26 @@ def test_encode_path_load_image_to_composite(server):
             "model": ["model", 0], "clip": ["clip", 0], "concepts": "cat, grass, sky", "blocks": "all",
             "start_percent": 0.0, "end_percent": 1.0, "map_variant": "output space",
             "normalize_concepts": True}},
-        "image": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "image": {"class_type": "LoadImage", "inputs": {"image": image}},
         "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["image", 0], "vae": ["vae", 0]}},
         "saliency": {"class_type": "ConceptSaliency", "inputs": {
             "model": ["patch", 0], "latent": ["encode", 0], "concept": "sky", "source": "auto",
             "noise_level": 0.5, "seed": 0, "seed_count": 2, "blur": True,
-            "invert": True, "mask_mode": "otsu", "threshold": 0.5, "image": ["image", 0]}},
+            "invert": True, "mask_mode": "otsu", "threshold": 0.5, "image": ["image", 0], **saliency_inputs}},
         "composite": {"class_type": "ImageCompositeMasked", "inputs": {
             "destination": ["image", 0], "source": ["saliency", 1], "x": 0, "y": 0, "resize_source": False,
             "mask": ["saliency", 2]}},
         "preview": {"class_type": "PreviewImage", "inputs": {"images": ["composite", 0]}},
     }
+
+
+def test_encode_path_load_image_to_composite(server):
+    """LoadImage -> VAE Encode -> Concept Saliency (computed from the latent) -> ImageCompositeMasked,
+    on a 1000x744 image (not a multiple of 16: Flux pads, the masks are cropped back)."""
+    from PIL import Image
+    Image.fromarray((np.random.default_rng(0).random((744, 1000, 3)) * 255).astype(np.uint8)).save(
+        server.base / "input" / "photo.png")
+    graph = photo_to_composite_graph("photo.png")
     entry = server.run(graph)
     assert _image_sizes(server, entry, "preview") == [(1000, 744)]
 

@@ -12,30 +12,25 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from tiny_flux import build_flux, build_flux2, tiny_clip, tiny_klein_clip  # noqa: E402
 
 
-class TinyFluxLoader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0}), "schnell": ("BOOLEAN", {"default": False})}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, seed, schnell):
-        return (build_flux(seed=seed, schnell=schnell),)
+SEED = ("INT", {"default": 0})
 
 
-class TinyFluxClipLoader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0})}}
+def _loader(return_type: str, make, **inputs):
+    """A loader node in ComfyUI's classic node format: the given inputs -> make(**inputs)."""
 
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
+    class Loader:
+        RETURN_TYPES = (return_type,)
+        FUNCTION = "load"
+        CATEGORY = "testing"
 
-    def load(self, seed):
-        return (tiny_clip(seed),)
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": dict(inputs)}
+
+        def load(self, **values):
+            return (make(**values),)
+
+    return Loader
 
 
 class TinyVAE:
@@ -75,62 +70,15 @@ class TinyFlux2VAE(TinyVAE):
     upscale_ratio = 16
 
 
-class TinyVAELoader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self):
-        return (TinyVAE(),)
-
-
-class TinyKleinLoader:
-    """A tiny random Flux.2 Klein (no guidance embedding, 128-channel latents, one token per latent pixel)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0})}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, seed):
-        return (build_flux2(seed=seed, klein=True),)
-
-
-class TinyKleinClipLoader:
-    """ComfyUI's Klein tokenizer and Flux.2 text-encoder wrapper around a tiny random Qwen3."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0})}}
-
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, seed):
-        return (tiny_klein_clip(seed),)
-
-
-class TinyFlux2VAELoader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self):
-        return (TinyFlux2VAE(),)
-
-
-NODE_CLASS_MAPPINGS = {"TinyFluxLoader": TinyFluxLoader, "TinyFluxClipLoader": TinyFluxClipLoader,
-                       "TinyVAELoader": TinyVAELoader, "TinyKleinLoader": TinyKleinLoader,
-                       "TinyKleinClipLoader": TinyKleinClipLoader, "TinyFlux2VAELoader": TinyFlux2VAELoader}
+# Flux.1 (dev, or schnell), its DualCLIP and VAE; Flux.2 Klein (no guidance embedding, 128-channel
+# latents, one token per latent pixel), ComfyUI's Klein tokenizer and text-encoder wrapper around a
+# tiny random Qwen3, and the Flux.2 VAE.
+NODE_CLASS_MAPPINGS = {
+    "TinyFluxLoader": _loader("MODEL", lambda seed, schnell: build_flux(seed=seed, schnell=schnell),
+                              seed=SEED, schnell=("BOOLEAN", {"default": False})),
+    "TinyFluxClipLoader": _loader("CLIP", tiny_clip, seed=SEED),
+    "TinyVAELoader": _loader("VAE", TinyVAE),
+    "TinyKleinLoader": _loader("MODEL", lambda seed: build_flux2(seed=seed, klein=True), seed=SEED),
+    "TinyKleinClipLoader": _loader("CLIP", tiny_klein_clip, seed=SEED),
+    "TinyFlux2VAELoader": _loader("VAE", TinyFlux2VAE),
+}
