@@ -40,7 +40,6 @@ class Server:
             url = "http://" + url
         self.url, self.timeout = url, timeout
         self.dead: str | None = None  # why it was given up on
-        self.done = 0
         self.queued: set[str] = set()  # prompts of this run on the server, not finished yet
         self.withdrawing = False  # the run stopped early: a prompt queued from now on is taken off at once
         self.lock = threading.Lock()
@@ -209,7 +208,6 @@ class Dispatcher:
         self.servers = servers
         self.results: queue.Queue = queue.Queue()
         self.condition = threading.Condition()
-        self.finished = 0
         self.outstanding = 0  # taken by a worker, neither finished nor given back
         self.stop = threading.Event()
 
@@ -227,7 +225,7 @@ class Dispatcher:
         with self.condition:
             self.outstanding -= 1
             if attempts >= MAX_ATTEMPTS:
-                self._finish(engine.failed(task, "servers", time.perf_counter(),
+                self.results.put(engine.failed(task, "servers", time.perf_counter(),
                                            f"failed on {attempts} servers; last: {why}"))
             else:
                 self.pending.appendleft((task, attempts))
@@ -237,12 +235,8 @@ class Dispatcher:
     def finish(self, result) -> None:
         with self.condition:
             self.outstanding -= 1
-            self._finish(result)
+            self.results.put(result)
             self.condition.notify_all()
-
-    def _finish(self, result) -> None:
-        self.finished += 1
-        self.results.put(result)
 
     def server_died(self, server: Server, why: str) -> None:
         with self.condition:
@@ -256,7 +250,7 @@ class Dispatcher:
             reasons = "; ".join(sorted({s.dead for s in self.servers}))
             while self.pending:
                 task, _ = self.pending.popleft()
-                self._finish(engine.failed(task, "servers", time.perf_counter(), f"no server left ({reasons})"))
+                self.results.put(engine.failed(task, "servers", time.perf_counter(), f"no server left ({reasons})"))
 
 
 def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: engine.Settings, say) -> None:
@@ -299,7 +293,6 @@ def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: eng
             dispatcher.finish(engine.failed(task, server.url, started, f"{type(error).__name__}: {error}",
                                             prepared.size))
             continue
-        server.done += 1
         dispatcher.finish(engine.finished(prepared, pngs, server.url, started))
 
 
