@@ -20,20 +20,23 @@ SOURCES = ("auto", "sampling", "latent")
 REFINE_CHOICES = ("auto",) + REFINE_MODES  # auto: guided when a picture is given, none without
 
 
-def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str = "last 4",
+def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str = "auto",
                 start_percent: float = 0.0, end_percent: float = 1.0, variant: str = "output space",
-                normalize_concepts: bool = True, empty_prompt: torch.Tensor | None = None):
+                normalize_concepts: bool = True, empty_prompt: torch.Tensor | None = None,
+                empty_pooled: torch.Tensor | None = None):
     """Return a clone of the ModelPatcher `model` that records concept maps while it samples.
 
     concept_embeddings: [C, text_dim], one row per concept (already encoded, e.g. with
     text_encoding.encode_concepts or any custom text encoder); names: the C concept names.
-    blocks: which double blocks' scores are averaged ('last 4', 'all', '15-18', '0,2').
+    blocks: which joint (double) blocks' scores are averaged: 'auto' (the family's default: Flux's
+    last 4 double blocks, SD3's last fifth of its joint blocks), 'last 4', 'all', '15-18', '0,2'.
     start_percent/end_percent: the window of sampling steps whose maps are averaged.
     variant: 'output space' (the paper's method) or 'cross attention' (its baseline).
     normalize_concepts (the node's default, on): the authors' segmentation setting: before each dot
     product, every feature of the concept vectors is shifted to start at 0 and divided by its sum
     over the concepts. Off gives the paper's plain equations.
-    empty_prompt: [1, L, text_dim], the prompt the encode path uses when none is given.
+    empty_prompt: [1, L, text_dim], the prompt the encode path uses when none is given, and
+    empty_pooled its pooled vector [1, width] (the families that read one: SD3).
     """
     names = tuple(names)
     if variant not in VARIANTS:
@@ -44,23 +47,26 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
             f"{end_percent}.")
     if len(set(n.lower() for n in names)) != len(names) or not names:
         raise ConceptInputError(f"concepts: need distinct, non-empty names, received {list(names)}.")
-    patching.family_of(model)  # a clear error for a model the pack cannot handle
-    depth = len(patching.diffusion_model(model).double_blocks)
+    family = patching.family_of(model)  # a clear error for a model the pack cannot handle
+    depth = len(family.blocks(patching.diffusion_model(model)))
+    if blocks.strip().lower() == "auto":
+        blocks = family.default_blocks(depth)
     config = ConceptConfig(
         names=names,
         embeddings=torch.as_tensor(concept_embeddings).detach().float().cpu(),
-        blocks=parse_blocks(blocks, depth),
+        blocks=parse_blocks(blocks, depth, family.block_kind),
         start_percent=float(start_percent),
         end_percent=float(end_percent),
         variant=variant,
         normalize_concepts=bool(normalize_concepts),
         empty_prompt=None if empty_prompt is None else empty_prompt.detach().float().cpu(),
+        empty_pooled=None if empty_pooled is None else empty_pooled.detach().float().cpu(),
     )
     return patching.patch(model, config)
 
 
 def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.5, sigma: float | None = None,
-                 seeds=(0,), conditioning: torch.Tensor | None = None,
+                 seeds=(0,), conditioning=None,
                  noise: torch.Tensor | None = None) -> ConceptMaps:
     """Maps for `latent` (a LATENT dict or its samples tensor [B, 16, h, w]), as Concept Saliency
     gives them. `.detail` says in words where they came from.
@@ -70,7 +76,9 @@ def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.
     source 'latent': computed now from the latent (the encode path): noised to `noise_level`, a
     position in the model's noise schedule as on the node (0.5: sigma 0.5 for schnell, about 0.76
     for dev), or to the exact `sigma` when given; one noise per seed (seeds wrap around at 2^64),
-    or the explicit `noise` [S, B, 16, h, w].
+    or the explicit `noise` [S, B, 16, h, w]. conditioning: the prompt for that pass, a tensor
+    [1, L, text_dim] or a CONDITIONING (which carries the pooled vector SD3 needs); None: the empty
+    prompt kept with the patch.
     source 'auto': captured maps when there are, otherwise computed.
     """
     if source not in SOURCES:
@@ -106,12 +114,14 @@ def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.
 
 def check_latent(model, samples: torch.Tensor) -> None:
     """A clear error for a latent this model cannot take (another model family's VAE, a video)."""
+    family = patching.family_of(model)
     channels = model.get_model_object("latent_format").latent_channels
-    if samples.ndim != 4 or samples.shape[1] != channels:
+    dims = ", ".join(["B", str(channels)] + ["t", "h", "w"][3 - (family.latent_dims - 2):])
+    if samples.ndim != family.latent_dims or samples.shape[1] != channels:
         raise ConceptInputError(
-            f"latent: this model works on [B, {channels}, h, w] latents, received {list(samples.shape)}. "
-            "Encode the image with this model's VAE (for Flux.1: ae.safetensors) or connect the "
-            "LATENT of a sampler that used this model.")
+            f"latent: this model works on [{dims}] latents, received {list(samples.shape)}. Encode the image "
+            f"with this model's VAE (this is a {family.name} model) or connect the LATENT of a sampler that "
+            "used this model.")
 
 
 def noise_sigma(model, position: float) -> float:

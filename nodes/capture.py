@@ -37,8 +37,9 @@ def parse_concepts(text: str) -> list[str]:
     return names
 
 
-def parse_blocks(spec: str, depth: int) -> tuple[int, ...]:
-    """Double-block selection: 'last 4', 'all', '15-18', '0,2,5', '-1' (Python-style negatives)."""
+def parse_blocks(spec: str, depth: int, kind: str = "double block") -> tuple[int, ...]:
+    """Block selection: 'last 4', 'all', '15-18', '0,2,5', '-1' (Python-style negatives). kind: what
+    the model calls its blocks, for messages."""
     spec = spec.strip().lower()
     chosen: set[int] = set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -47,23 +48,23 @@ def parse_blocks(spec: str, depth: int) -> tuple[int, ...]:
         elif m := re.fullmatch(r"last\s*(\d+)", part):
             chosen.update(range(max(0, depth - int(m.group(1))), depth))
         elif m := re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", part):
-            lo, hi = (_block_index(int(g), depth, spec) for g in m.groups())
+            lo, hi = (_block_index(int(g), depth, spec, kind) for g in m.groups())
             chosen.update(range(min(lo, hi), max(lo, hi) + 1))
         elif re.fullmatch(r"-?\d+", part):
-            chosen.add(_block_index(int(part), depth, spec))
+            chosen.add(_block_index(int(part), depth, spec, kind))
         else:
             raise ConceptInputError(
                 f"blocks: could not read {part!r} in {spec!r}. Use 'last 4', 'all', a range such "
                 "as '15-18' or indices such as '0,2,5'.")
     if not chosen:
-        raise ConceptInputError(f"blocks: {spec!r} selects no double block; try 'last 4'.")
+        raise ConceptInputError(f"blocks: {spec!r} selects no {kind}; try 'auto' or 'last 4'.")
     return tuple(sorted(chosen))
 
 
-def _block_index(index: int, depth: int, spec: str) -> int:
+def _block_index(index: int, depth: int, spec: str, kind: str = "double block") -> int:
     if not -depth <= index < depth:
         raise ConceptInputError(
-            f"blocks: {spec!r} names block {index}, but this model has double blocks 0-{depth - 1}.")
+            f"blocks: {spec!r} names block {index}, but this model has {kind}s 0-{depth - 1}.")
     return index % depth
 
 
@@ -79,6 +80,7 @@ class ConceptConfig:
     variant: str = "output space"
     normalize_concepts: bool = False  # the authors' segmentation setting: per-feature linear normalisation
     empty_prompt: torch.Tensor | None = None  # [1, L, text_dim]: the "" prompt for the encode path
+    empty_pooled: torch.Tensor | None = None  # [1, width]: its pooled vector, for families that read one (SD3)
 
     @property
     def stream_depth(self) -> int:

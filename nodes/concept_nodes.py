@@ -16,7 +16,7 @@ from .families import SUPPORTED, family_of
 from .masks import MASK_MODES, select_concepts
 from .outputs import saliency_outputs
 from .render import palette
-from .text_encoding import encode_concepts, encode_prompt
+from .text_encoding import encode_concepts, encode_prompt_and_pooled
 from .ui_payload import map_payload
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,20 @@ class ConceptAttention(io.ComfyNode):
             description="Records a saliency map per concept while any sampler runs this model "
                         "(ConceptAttention, Helbling et al. 2025). The generated image is unchanged.",
             inputs=[
-                io.Model.Input("model", tooltip=f"A Flux-family model: {SUPPORTED}."),
+                io.Model.Input("model", tooltip=f"A joint-attention model: {SUPPORTED}."),
                 io.Clip.Input("clip", tooltip="The CLIP you already loaded for this model (Flux.1: clip_l + "
                                               "t5xxl, concepts go through its T5-XXL side; Flux.2: Mistral 3 "
-                                              "or Qwen3; Chroma: T5-XXL)."),
+                                              "or Qwen3; Chroma: T5-XXL; SD3/SD3.5: the triple CLIP, concepts "
+                                              "read from its CLIP-L/G part)."),
                 io.String.Input("concepts", multiline=True, default="subject\nbackground",
                                 tooltip="One concept per line (or comma-separated), e.g. 'dragon, sky, "
                                         "background'. Maps compete per pixel, so give at least two; "
                                         "'background' is a good second concept."),
-                io.String.Input("blocks", default="last 4",
-                                tooltip="Double blocks whose maps are averaged: 'last 4' (default, the "
-                                        "paper's; an error names the model's range), 'all', a range '15-18' or "
-                                        "indices '0,2,5'."),
+                io.String.Input("blocks", default="auto",
+                                tooltip="Joint (double) blocks whose maps are averaged: 'auto' (the model "
+                                        "family's default: Flux's last 4, the paper's; SD3's last fifth), "
+                                        "'last 4', 'all', a range '15-18' or indices '0,2,5' (an error names "
+                                        "the model's range)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="First part of the sampling steps whose maps are averaged."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -84,10 +86,13 @@ class ConceptAttention(io.ComfyNode):
         if clip is None:
             raise ConceptInputError("clip: no CLIP is connected; connect the Flux DualCLIPLoader output.")
         family = family_of(model)
+        text_keys, first_row, whole_output = family.concept_text(clip)
+        embeddings = encode_concepts(clip, names, text_keys, family.text_encoders, first_row, whole_output)
+        empty_prompt, empty_pooled = encode_prompt_and_pooled(clip, "")
         patched = api.patch_model(
-            model, encode_concepts(clip, names, family.text_keys, family.text_encoders), names, blocks=blocks, start_percent=start_percent,
-            end_percent=end_percent, variant=map_variant, normalize_concepts=normalize_concepts,
-            empty_prompt=encode_prompt(clip, ""))
+            model, embeddings, names, blocks=blocks, start_percent=start_percent, end_percent=end_percent,
+            variant=map_variant, normalize_concepts=normalize_concepts, empty_prompt=empty_prompt,
+            empty_pooled=empty_pooled)
         return io.NodeOutput(patched)
 
 
@@ -177,14 +182,8 @@ class ConceptSaliency(io.ComfyNode):
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
                 image=None, refine="auto", refine_radius=2, refine_eps=1e-4) -> io.NodeOutput:
-        context = None
-        if conditioning is not None:
-            if len(conditioning) != 1:
-                raise ConceptInputError(f"conditioning: expected one prompt, received {len(conditioning)} "
-                                        "entries (combine them with one CLIP Text Encode).")
-            context = conditioning[0][0]
         maps = api.concept_maps(model, latent, source=source, noise_level=noise_level,
-                                seeds=range(seed, seed + seed_count), conditioning=context)
+                                seeds=range(seed, seed + seed_count), conditioning=conditioning)
         log.info("Concept Saliency: maps %s", maps.detail)
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,

@@ -1,5 +1,6 @@
-"""ModelPatcher glue that runs the concept stream beside a Flux-family model (Flux.1, Flux.2,
-Chroma; what differs between them is in families.py).
+"""ModelPatcher glue that runs the concept stream beside a joint-attention model. It never names
+a family: what differs between families (their blocks, text side, token layout, encode inputs) is
+asked of the model's description in nodes/families/.
 
 Only ModelPatcher APIs are used (clone, block replace patches, wrappers, the attention
 override): the incoming model is never mutated, and nothing stays hooked after a run.
@@ -10,17 +11,17 @@ Per predict_noise call: the first calc_cond_batch that contains the guider's pos
 the regular conditional pass (RegularPass); extra passes of guidance nodes (skip-layer, PAG, SAG,
 perp-neg's empty prompt) come later or lack the positive prompt, and never contribute.
 Per model call: a ConceptForward (the concept stream's state between blocks) put in place
-by the DIFFUSION_MODEL wrapper for the full-frame positive rows of a selected step's regular pass
+by the APPLY_MODEL wrapper (BaseModel.apply_model: every family has it) for the full-frame positive rows of a selected step's regular pass
 (area-conditioned chunks run on a crop and pass through untouched).
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 
 import comfy.model_management
 import comfy.model_patcher
@@ -30,11 +31,8 @@ import comfy.utils
 from .capture import (
     ConceptCapture, ConceptConfig, ConceptInputError, ConceptMaps, ConceptStore, patch_fingerprint,
 )
-from .concept_stream import (
-    concept_attention, concept_qkv, concept_update, cross_attention_scores, normalize_over_concepts,
-    output_space_scores, undo_rope,
-)
-from .families import Family, UnsupportedModelError, diffusion_model, family_of  # noqa: F401 (re-exported)
+from .concept_stream import concept_attention, cross_attention_scores, normalize_over_concepts, output_space_scores
+from .families import Family, ModelCall, UnsupportedModelError, diffusion_model, family_of  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +42,11 @@ PASS_KEY = "concept_attention_pass"  # the RegularPass, only in the regular calc
 FORWARD_KEY = "concept_attention_forward"
 WRAPPER_KEY = "concept_attention"
 WRAPPER_TYPES = (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.PREDICT_NOISE,
-                 comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL)
+                 comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, comfy.patcher_extension.WrappersMP.APPLY_MODEL)
 ENCODE_ROWS_PER_PASS = 8
 
 class _StopAfterConcepts(Exception):
-    """Ends an encode pass after the last scored double block (single blocks are not needed)."""
+    """Ends an encode pass after the last scored block (the blocks after it are not needed)."""
 
 
 def concept_store(model) -> ConceptStore | None:
@@ -60,17 +58,10 @@ def latent_scale(model) -> int:
     return int(getattr(model.get_model_object("latent_format"), "spacial_downscale_ratio", 8))
 
 
-def model_signature(model, diffusion) -> str:
-    """What identifies the model for sharing captured maps between identical patches: the
-    architecture, a sample of the input projection's weights and the weight patches (LoRAs)."""
-    params = diffusion.params
-    parts = [type(diffusion).__name__, len(diffusion.double_blocks), params.hidden_size, params.in_channels,
-             getattr(params, "global_modulation", False)]
-    try:
-        weight = diffusion.img_in.weight
-        parts.append(hashlib.sha1(weight.detach().flatten()[:512].float().cpu().numpy().tobytes()).hexdigest())
-    except Exception:  # quantised or meta weights: the architecture alone
-        pass
+def model_signature(model, family: Family, diffusion) -> str:
+    """What identifies the model for sharing captured maps between identical patches: the family's
+    architecture and weight sample, and the weight patches (LoRAs)."""
+    parts = family.signature(diffusion)
     parts.append(sorted((key, float(p[0]), float(p[2])) for key, patches in model.patches.items() for p in patches))
     return repr(parts)
 
@@ -80,10 +71,10 @@ def patch(model, config: ConceptConfig):
     the new concepts replace the old ones (one concept stream per model)."""
     family = family_of(model)
     diffusion = diffusion_model(model)
-    depth = len(diffusion.double_blocks)
+    depth = len(family.blocks(diffusion))
     if config.blocks[-1] >= depth:
         raise ConceptInputError(f"blocks: block {config.blocks[-1]} does not exist; this model has "
-                                f"double blocks 0-{depth - 1}.")
+                                f"{family.block_kind}s 0-{depth - 1}.")
     text_dim = family.text_dim(diffusion)
     if config.embeddings.ndim != 2 or config.embeddings.shape != (len(config.names), text_dim):
         raise ConceptInputError(
@@ -93,20 +84,19 @@ def patch(model, config: ConceptConfig):
 
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
-    options[STORE_KEY] = ConceptStore(config, patch_fingerprint(config, model_signature(model, diffusion)),
+    options[STORE_KEY] = ConceptStore(config, patch_fingerprint(config, model_signature(model, family, diffusion)),
                                       family=family, latent_scale=latent_scale(model))
     for wrapper_type in WRAPPER_TYPES:
         patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
-    wrappers = (capture_sampling_run, mark_regular_pass, select_regular_pass,
-                functools.partial(start_concept_stream, family.forward_arguments))
+    wrappers = (capture_sampling_run, mark_regular_pass, select_regular_pass, start_concept_stream)
     for wrapper_type, wrapper in zip(WRAPPER_TYPES, wrappers):
         patched.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
     replaced = options.get("patches_replace", {}).get("dit", {})
     for index in range(config.stream_depth):
-        previous = replaced.get(("double_block", index))
-        if isinstance(previous, DoubleBlockHook):
+        previous = replaced.get((family.block_patch, index))
+        if isinstance(previous, BlockHook):
             previous = previous.previous
-        patched.set_model_patch_replace(DoubleBlockHook(index, previous), "dit", "double_block", index)
+        patched.set_model_patch_replace(BlockHook(index, previous), "dit", family.block_patch, index)
     return patched
 
 
@@ -195,15 +185,16 @@ def select_regular_pass(executor, model, conds, x_in, timestep, model_options, *
     return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
 
 
-def start_concept_stream(names: tuple[str, ...], executor, *args, **kwargs):
-    """DIFFUSION_MODEL wrapper (bound to the family's forward argument `names`): set up the concept
-    stream for the full-frame positive rows of a selected step's regular pass. Anything that goes
-    wrong here is logged once and the call passes through: maps may be missing, sampling never
-    fails because of them."""
-    call = {**dict(zip(names, args)), **kwargs}
-    transformer_options = call.get("transformer_options") or {}
+APPLY_ARGUMENTS = ("c_concat", "c_crossattn", "control", "transformer_options")  # after x, t
+
+
+def start_concept_stream(executor, x, sigma, *args, **kwargs):
+    """APPLY_MODEL wrapper: set up the concept stream for the full-frame positive rows of a selected
+    step's regular pass. Anything that goes wrong here is logged once and the call passes through:
+    maps may be missing, sampling never fails because of them."""
+    index = APPLY_ARGUMENTS.index("transformer_options")
+    transformer_options = (args[index] if len(args) > index else kwargs.get("transformer_options")) or {}
     regular = transformer_options.get(PASS_KEY)
-    x = call["x"]
     if regular is not None and tuple(x.shape[2:]) == regular.full_size:
         run = regular.run
         capture = run.capture
@@ -212,21 +203,20 @@ def start_concept_stream(names: tuple[str, ...], executor, *args, **kwargs):
                 rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], x.device,
                                      regular.positive_index)
                 if rows is not None:
-                    forward = ConceptForward(run.family, executor.class_obj, capture, x, call["timestep"],
-                                             call.get("guidance"), *rows, latent_scale=run.latent_scale)
+                    base = executor.class_obj
+                    call = ModelCall(x, sigma, base.model_sampling.timestep(sigma).float(), kwargs,
+                                     _inference_dtype(base))
+                    forward = ConceptForward(run.family, base.diffusion_model, capture, call, *rows,
+                                             latent_scale=run.latent_scale)
                     if forward.active:
-                        args, kwargs = _with_options(names, args, kwargs, {**transformer_options, FORWARD_KEY: forward})
+                        options = {**transformer_options, FORWARD_KEY: forward}
+                        if len(args) > index:
+                            args = (*args[:index], options, *args[index + 1:])
+                        else:
+                            kwargs = {**kwargs, "transformer_options": options}
         except Exception as error:
             capture.fail(f"{type(error).__name__}: {error}")
-    return executor(*args, **kwargs)
-
-
-def _with_options(names, args, kwargs, options):
-    """The same call with other transformer_options, where the caller put them."""
-    index = names.index("transformer_options")
-    if len(args) > index:
-        return (*args[:index], options, *args[index + 1:]), kwargs
-    return args, {**kwargs, "transformer_options": options}
+    return executor(x, sigma, *args, **kwargs)
 
 
 def _step_selected(config: ConceptConfig, transformer_options) -> bool:
@@ -264,8 +254,8 @@ def _inference_dtype(base) -> torch.dtype:
     return getattr(base, "manual_cast_dtype", None) or base.get_dtype()
 
 
-class DoubleBlockHook:
-    """Block replace patch for double block `index`. Shared, not copied, by ModelPatcher clones."""
+class BlockHook:
+    """Block replace patch for joint block `index`. Shared, not copied, by ModelPatcher clones."""
 
     def __init__(self, index: int, previous=None):
         self.index = index
@@ -285,10 +275,18 @@ class DoubleBlockHook:
         return forward.run_block(self.index, args, run_block)
 
 
+def _heads_first(tensor: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+    """q/k/v as ComfyUI's attention function received them ([B, H, L, D] with skip_reshape, else
+    [B, L, H*D] or [B, L, H, D]: SD3 hands v over unflattened) -> [B, H, L, D]."""
+    if skip_reshape:
+        return tensor
+    return tensor.reshape(tensor.shape[0], tensor.shape[1], heads, -1).transpose(1, 2)
+
+
 class ConceptForward:
     """The concept stream during one model call: its tokens between blocks, for the positive rows."""
 
-    def __init__(self, family: Family, diffusion, capture: ConceptCapture, x, timestep, guidance, rows,
+    def __init__(self, family: Family, diffusion, capture: ConceptCapture, call: ModelCall, rows,
                  image_index, images: int, stop_after_stream: bool = False, latent_scale: int = 8):
         config = capture.config
         self.family, self.diffusion, self.capture, self.config = family, diffusion, capture, config
@@ -296,42 +294,43 @@ class ConceptForward:
         self.depth = config.stream_depth
         self.scored = frozenset(config.blocks)
         self.stop_after_stream = stop_after_stream
-        patch = diffusion.patch_size
-        height, width = x.shape[-2:]
-        grid = ((height + patch // 2) // patch, (width + patch // 2) // patch)
-        self.tokens = grid[0] * grid[1]
-        self.active = capture.begin_forward(images, grid, (height, width), x.device, (latent_scale, patch))
+        x = call.x
+        grid = family.token_grid(diffusion, x)
+        self.tokens = math.prod(grid)
+        self.active = capture.begin_forward(images, grid, tuple(x.shape[-2:]), x.device,
+                                            (latent_scale, family.patch_size(diffusion)))
         if not self.active:
             return
 
-        dtype = x.dtype
-        self.concept_vec = family.concept_vector(diffusion, timestep, guidance, rows, dtype)
-        embeddings = capture.embeddings_on(x.device, dtype)[None]
-        if getattr(diffusion, "txt_norm", None) is not None:
-            embeddings = diffusion.txt_norm(embeddings)
+        self.blocks = family.blocks(diffusion)
+        self.call_vector = family.call_vector(diffusion, call, rows)
+        embeddings = capture.embeddings_on(x.device, call.dtype)[None]
         # the text projection once, then one view per image row (the rows differ from the first block on)
-        self.concepts = diffusion.txt_in(embeddings).expand(len(image_index), -1, -1)
+        self.concepts = family.project_concepts(diffusion, embeddings).expand(len(image_index), -1, -1)
 
     def run_block(self, index: int, args, run_block):
         if not self.active:
             return run_block(args)
         try:
-            block = self.diffusion.double_blocks[index]
-            modulation = self.family.concept_modulation(block, args["vec"], self.concept_vec, self.rows)
-            concept = concept_qkv(block, self.concepts, modulation)
+            side = self.family.text_side(self.blocks[index], args, self.call_vector, self.rows)
+            concept = side.project(self.concepts)
         except Exception as error:
             self._fail(error)
             return run_block(args)
-        txt_len = args["txt"].shape[1]
         found = {}
         options = dict(args["transformer_options"])
         previous = options.get("optimized_attention_override")
 
         def capture_attention(func, q, k, v, *rest, **kwargs):
             out = previous(func, q, k, v, *rest, **kwargs) if previous else func(q, k, v, *rest, **kwargs)
-            if not found and self.active:  # the block's one joint attention
+            if not found and self.active:  # the block's first attention is its joint one
                 try:
-                    found.update(self._attend(index, concept, q, k, v, out, txt_len, args.get("pe")))
+                    heads, skip = kwargs.get("heads", rest[0] if rest else None), kwargs.get("skip_reshape", False)
+                    joint_out = out
+                    if kwargs.get("skip_output_reshape", False):
+                        joint_out = rearrange(out, "B H L D -> B L (H D)")
+                    found.update(self._attend(index, concept, _heads_first(q, heads, skip), _heads_first(k, heads, skip),
+                                              _heads_first(v, heads, skip), joint_out, args))
                 except Exception as error:
                     self._fail(error)
             return out
@@ -341,14 +340,14 @@ class ConceptForward:
         if not self.active:
             return out
         if not found:
-            self._fail(RuntimeError(f"double block {index} ran no attention through ComfyUI's attention "
+            self._fail(RuntimeError(f"{self.family.block_kind} {index} ran no attention through ComfyUI's attention "
                                     "function, so the image tokens cannot be read"))
             return out
         try:
             if "scores" in found:
                 self.capture.add(self.image_index, found["scores"])
-            if index + 1 < self.depth:
-                self.concepts = concept_update(block, self.concepts, found["concept_out"], concept)
+            if index + 1 < self.depth and side.updates:
+                self.concepts = side.update(self.concepts, found["concept_out"], concept)
         except Exception as error:
             self._fail(error)
             return out
@@ -364,8 +363,9 @@ class ConceptForward:
         self.active = False
         self.capture.fail(f"{type(error).__name__}: {error}")
 
-    def _attend(self, index, concept, q, k, v, out, txt_len, pe):
-        image = slice(txt_len, txt_len + self.tokens)
+    def _attend(self, index, concept, q, k, v, out, args):
+        """q, k, v [B, H, L, D] and out [B, L, H*D] of the block's joint attention."""
+        image = self.family.image_span(args, self.tokens)
         img_k = k[:, :, image][self.rows]
         img_v = v[:, :, image][self.rows]
         concept_out = concept_attention(concept, img_k, img_v)
@@ -373,48 +373,61 @@ class ConceptForward:
         if index in self.scored:
             normalize = normalize_over_concepts if self.config.normalize_concepts else (lambda x, dim: x)
             if self.config.variant == "cross attention":
-                img_pe = pe[:, :, image]
-                img_pe = img_pe[self.rows] if img_pe.shape[0] > 1 else img_pe
-                img_q = undo_rope(q[:, :, image][self.rows], img_pe)
+                img_q = self.family.image_queries(q, args, image, self.rows)
                 found["scores"] = cross_attention_scores(normalize(concept.q.float(), -2), img_q)
             else:
                 found["scores"] = output_space_scores(normalize(concept_out.float(), -2), out[:, image][self.rows])
         return found
 
 
-def _encode_pass(model, family, diffusion, capture, options, x0, noise, noise_level, context):
+def _encode_pass(model, family, diffusion, capture, options, x0, noise, sigma_value, context, pooled):
     """One batched forward for S noises of B images, rows image-major (image b, noise s at b*S+s),
-    stopped right after the last scored double block."""
+    stopped right after the last scored block. Noised as the model's own sampling noises a latent
+    at that sigma (model_sampling.noise_scaling: flow models t * noise + (1 - t) * x0)."""
     base, device = model.model, x0.device
     seeds_count, images = noise.shape[0], x0.shape[0]
     rows = images * seeds_count
     x0 = x0.repeat_interleave(seeds_count, dim=0)
-    x_t = noise_level * noise.transpose(0, 1).reshape(x0.shape) + (1.0 - noise_level) * x0
-    sigma = torch.full((rows,), float(noise_level), device=device)
+    sigma = torch.full((rows,), float(sigma_value), device=device)
+    x_t = base.model_sampling.noise_scaling(sigma, noise.transpose(0, 1).reshape(x0.shape), x0)
     context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
-    conditioning = family.encode_conditioning(diffusion, rows, device)
+    conditioning = family.encode_conditioning(diffusion, rows, device, pooled)
     image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
-    forward = ConceptForward(family, diffusion, capture, x_t.to(_inference_dtype(base)),
-                             base.model_sampling.timestep(sigma).float(), conditioning.get("guidance"), slice(0, rows),
-                             image_index, images, stop_after_stream=True, latent_scale=latent_scale(model))
+    call = ModelCall(x_t, sigma, base.model_sampling.timestep(sigma).float(), conditioning, _inference_dtype(base))
+    forward = ConceptForward(family, diffusion, capture, call, slice(0, rows), image_index, images,
+                             stop_after_stream=True, latent_scale=latent_scale(model))
     options = {**options, FORWARD_KEY: forward, "cond_or_uncond": [0], "sigmas": sigma}
     try:
         base.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options, **conditioning)
     except _StopAfterConcepts:
         return
-    raise RuntimeError("Concept Attention: the encode pass ran past the last scored double block; "
-                       "another patch replaced the double blocks.")
+    raise RuntimeError(f"Concept Attention: the encode pass ran past the last scored {family.block_kind}; "
+                       f"another patch replaced the {family.block_kind}s.")
+
+
+def prompt_parts(conditioning) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(prompt [B, L, text_dim], pooled vector or None) of a prompt tensor or a one-entry
+    CONDITIONING ([[tensor, {"pooled_output": ...}]])."""
+    if conditioning is None or torch.is_tensor(conditioning):
+        return conditioning, None
+    if len(conditioning) != 1:
+        raise ConceptInputError(f"conditioning: expected one prompt, received {len(conditioning)} "
+                                "entries (combine them with one CLIP Text Encode).")
+    tensor, extra = conditioning[0][0], (conditioning[0][1] if len(conditioning[0]) > 1 else {}) or {}
+    return tensor, extra.get("pooled_output")
 
 
 @torch.no_grad()
 def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: list[int],
-                     context: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> ConceptMaps:
+                     conditioning=None, noise: torch.Tensor | None = None) -> ConceptMaps:
     """The encode path: noise the latent to `noise_level` (a sigma), run one forward pass that
-    stops after the last scored double block, with pooled vector 0 and guidance 0.
+    stops after the last scored block, with what the family feeds it (Flux.1: pooled vector 0 and
+    guidance 0; SD3: the prompt's pooled vector).
 
-    latent: [B, 16, h, w] as VAE Encode gives it. noise: optional [S, B, 16, h, w] explicit noise,
-    otherwise one seeded noise per seed (ComfyUI's prepare_noise). Seeds run batched, at most
-    ENCODE_ROWS_PER_PASS rows per forward, with ComfyUI's progress bar.
+    latent: as VAE Encode gives it. conditioning: a prompt tensor or a CONDITIONING (None: the
+    patch's empty prompt). noise: optional [S, *latent.shape] explicit noise, otherwise one seeded
+    noise per seed (ComfyUI's prepare_noise). Seeds run batched, at most ENCODE_ROWS_PER_PASS rows
+    per forward, with ComfyUI's progress bar.
     """
     import comfy.sample
 
@@ -428,8 +441,9 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     if noise is None:
         noise = torch.stack([comfy.sample.prepare_noise(latent.cpu(), seed) for seed in seeds])
     seeds_count, images = noise.shape[0], latent.shape[0]
+    context, pooled = prompt_parts(conditioning)
     if context is None:
-        context = config.empty_prompt
+        context, pooled = config.empty_prompt, config.empty_pooled
     if context is None:
         raise ConceptInputError("conditioning: no prompt was given and this model was patched "
                                 "without a CLIP; connect a CONDITIONING.")
@@ -448,7 +462,7 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     for first in range(0, seeds_count, per_pass):
         comfy.model_management.throw_exception_if_processing_interrupted()
         chunk = noise[first:first + per_pass].to(device, torch.float32)
-        _encode_pass(model, family, diffusion, capture, options, x0, chunk, noise_level, context)
+        _encode_pass(model, family, diffusion, capture, options, x0, chunk, noise_level, context, pooled)
         progress.update(chunk.shape[0])
     maps = capture.result("latent")
     if maps is None:

@@ -1,5 +1,7 @@
 """Concept text -> concept embeddings through the CLIP the user loaded (the text encoder whose
-hidden states feed the diffusion model: T5-XXL for Flux.1 and Chroma, Mistral 3 / Qwen3 for Flux.2)."""
+hidden states feed the diffusion model: T5-XXL for Flux.1 and Chroma, Mistral 3 / Qwen3 for Flux.2,
+the CLIP-L/G part for SD3). Which part of the encoder output a concept is read from is the family's
+answer (families/*.concept_text)."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +15,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TEXT_KEYS = ("t5xxl", "mistral3_24b", "qwen3_4b", "qwen3_8b")
 
 
-def encode_concepts(clip, names: list[str], text_keys=DEFAULT_TEXT_KEYS, needs: str = "") -> torch.Tensor:
+def encode_concepts(clip, names: list[str], text_keys=DEFAULT_TEXT_KEYS, needs: str = "", first_row: int = 0,
+                    whole_output: bool = True) -> torch.Tensor:
     """[C, text_dim] float32 on the CPU: each concept encoded on its own, as a prompt is (chat template
     and padding included), then the mean of the concept's own token embeddings: the tokens that
     differ from the encoding of an empty prompt (template, padding, start and end tokens excluded).
@@ -21,7 +24,9 @@ def encode_concepts(clip, names: list[str], text_keys=DEFAULT_TEXT_KEYS, needs: 
     word both agree.
 
     text_keys: the tokenizer outputs that may feed the model (the first one the CLIP has is used);
-    needs: what to connect instead, for the error message."""
+    needs: what to connect instead, for the error message. first_row: where that tokenizer's part
+    starts in the encoder output; whole_output: the output is that part alone (one row per token),
+    else other parts follow it (SD3: CLIP-L/G rows, then T5 rows)."""
     empty = clip.tokenize("")
     key = next((k for k in text_keys if k in empty), None)
     if key is None:
@@ -43,10 +48,10 @@ def encode_concepts(clip, names: list[str], text_keys=DEFAULT_TEXT_KEYS, needs: 
     for name, tokens, ids, own in tokenized:
         embedded = clip.encode_from_tokens(tokens)
         embedded = embedded.reshape(-1, embedded.shape[-1])
-        if embedded.shape[0] != len(ids):
+        if embedded.shape[0] < first_row + len(ids) or (whole_output and embedded.shape[0] != len(ids)):
             raise ConceptInputError(f"clip: the text encoder gave {embedded.shape[0]} embeddings for {len(ids)} "
                                     f"tokens of {name!r}; this CLIP does not fit the model.")
-        rows.append(embedded[torch.tensor(own)].float().mean(dim=0))
+        rows.append(embedded[torch.tensor(own) + first_row].float().mean(dim=0))
     return torch.stack(rows).cpu()
 
 
@@ -73,7 +78,7 @@ def _special_tokens(clip, key: str):
     SentencePiece; byte-level tokenizers such as Qwen3's and Mistral's encode any text); blank:
     a piece that is only a word boundary (T5's lone '▁' before an unknown character)."""
     for tokenizer in vars(clip.tokenizer).values():
-        if getattr(tokenizer, "embedding_key", None) == key:
+        if getattr(tokenizer, "embedding_key", None) in (key, f"clip_{key}"):  # SD3 names CLIP-L's part "l"
             inner = getattr(tokenizer, "tokenizer", None)
             unknown = getattr(inner, "unk_token_id", None)
             if not isinstance(unknown, int) or not hasattr(inner, "decode"):
@@ -110,3 +115,9 @@ def _check_known(tokenized, unknown: int | None, blank, key: str) -> None:
 def encode_prompt(clip, text: str) -> torch.Tensor:
     """[1, L, text_dim] float32 on the CPU: the prompt the encode path uses when none is connected."""
     return clip.encode_from_tokens(clip.tokenize(text)).float().cpu()
+
+
+def encode_prompt_and_pooled(clip, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(prompt [1, L, text_dim], pooled vector [1, width] or None) float32 on the CPU."""
+    cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    return cond.float().cpu(), None if pooled is None else pooled.float().cpu()

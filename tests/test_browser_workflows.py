@@ -217,7 +217,13 @@ def _open(browser, server, workflow: dict, name: str, downloads: list | None = N
     first = len(messages)
     if downloads is not None:
         # only what the loaded workflow asks: the frontend's default graph (1.47: a Z-Image Turbo
-        # graph) asks about its own files, qwen_3_4b.safetensors among them, at its own URLs
+        # graph) asks about its own files, qwen_3_4b.safetensors among them, at its own URLs; on a busy
+        # CPU its requests come late, so wait until they stop (at most ~10 s)
+        for _ in range(14):
+            seen = len(downloads)
+            page.wait_for_timeout(700)
+            if len(downloads) == seen:
+                break
         downloads.clear()
     page.evaluate("async ([workflow, name]) => { await window.app.loadGraphData(workflow, true, true, name); }",
                   [workflow, name])

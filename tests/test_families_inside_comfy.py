@@ -159,19 +159,21 @@ def test_concept_attention_node_encodes_concepts_with_the_family_text_encoder(mo
 
 
 def test_a_model_the_pack_cannot_handle_is_refused_listing_the_families(api):
+    """A UNet (SD1.5/SDXL layout) has no joint text-image attention: refused, naming every family."""
     import comfy.model_patcher
     import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     from concept_attention_pack.nodes.families import UnsupportedModelError
     holder = torch.nn.Module()
-    holder.diffusion_model = MMDiT(input_size=None, patch_size=2, in_channels=16, depth=1, num_patches=4096,
-                                   adm_in_channels=32, context_embedder_config={
-                                       "target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}},
-                                   operations=comfy.ops.disable_weight_init)
+    holder.diffusion_model = UNetModel(image_size=32, in_channels=4, model_channels=32, out_channels=4, num_res_blocks=1,
+                                       channel_mult=(1,), num_head_channels=16, transformer_depth=[1],
+                                       transformer_depth_output=[1, 1], context_dim=32, use_linear_in_transformer=True,
+                                       use_spatial_transformer=True, transformer_depth_middle=-2,
+                                       operations=comfy.ops.disable_weight_init)
     patcher = comfy.model_patcher.ModelPatcher(holder, torch.device("cpu"), torch.device("cpu"))
-    with pytest.raises(UnsupportedModelError, match="MMDiT model; Concept Attention supports Flux.1 dev, .*Flux.2 dev "
-                                                    "and Flux.2 Klein .*; Chroma"):
+    with pytest.raises(UnsupportedModelError, match="UNetModel model; Concept Attention supports Flux.1 dev, .*Flux.2 dev "
+                                                    "and Flux.2 Klein .*; Chroma; SD3 Medium, SD3.5 Large"):
         api.patch_model(patcher, torch.zeros(3, 64), NAMES)
 
 

@@ -168,7 +168,8 @@ def test_a_failing_concept_stream_never_fails_sampling(comfy_modules, model, emb
         calls.append(1)
         raise RuntimeError("out of memory (injected)")
 
-    monkeypatch.setattr(patching, "concept_update", broken)
+    from concept_attention_pack.nodes.families import flux1
+    monkeypatch.setattr(flux1, "concept_update", broken)
     positive, negative = _conds(1), _conds(2)
     with caplog.at_level("WARNING"):
         samples = _guided_sample(samplers, _cfg_guider(samplers, patched, positive, negative, 3.5))

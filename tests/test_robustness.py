@@ -189,21 +189,17 @@ def test_node_errors_name_the_input(comfy_modules):
 
 
 def _other_diffusion_models():
-    """Tiny real ComfyUI diffusion models that are not Flux.1: SD1.5-style UNet, SD3 MMDiT, HunyuanVideo."""
+    """Tiny real ComfyUI diffusion models the pack does not serve: SD1.5-style UNet, HunyuanVideo."""
     import dataclasses
 
     import comfy.ops
     from comfy.ldm.hunyuan_video import model as hunyuan
-    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     ops = comfy.ops.disable_weight_init
     yield UNetModel(image_size=32, in_channels=4, model_channels=32, out_channels=4, num_res_blocks=1,
                     channel_mult=(1,), num_head_channels=16, transformer_depth=[1], transformer_depth_output=[1, 1],
                     context_dim=32, use_linear_in_transformer=True, use_spatial_transformer=True,
                     transformer_depth_middle=-2, operations=ops)
-    yield MMDiT(input_size=None, patch_size=2, in_channels=16, depth=1, num_patches=4096, adm_in_channels=32,
-                context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 32, "out_features": 64}},
-                operations=ops)
     params = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=32,
                   hidden_size=64, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12],
                   theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False,

@@ -1,0 +1,28 @@
+"""The model families the concept stream runs through, one short file each (base.py: what a
+family answers). The generic layer (patching.py, api.py, text_encoding.py) reads them and never
+branches on a family."""
+from __future__ import annotations
+
+from .base import Family, ModelCall, UnsupportedModelError, diffusion_model
+from .chroma import Chroma
+from .flux1 import Flux1
+from .flux2 import Flux2
+from .sd3 import SD3
+
+FAMILIES = (Flux1(), Flux2(), Chroma(), SD3())
+SUPPORTED = "; ".join(f.description for f in FAMILIES)
+
+__all__ = ["FAMILIES", "SUPPORTED", "Family", "ModelCall", "UnsupportedModelError", "diffusion_model", "family_of"]
+
+
+def family_of(model) -> Family:
+    """The family of the diffusion model inside a ModelPatcher, or an error listing the supported ones."""
+    diffusion = diffusion_model(model)
+    for family in FAMILIES:
+        if diffusion is not None and family.matches(diffusion):
+            return family
+    name = type(diffusion).__name__ if diffusion is not None else type(model).__name__
+    raise UnsupportedModelError(
+        f"model: this is a {name} model; Concept Attention supports {SUPPORTED} (transformers whose text "
+        "and image tokens meet in joint attention blocks; UNets such as SD1.5/SDXL have none). Connect the "
+        "MODEL from one of those (a checkpoint or UNET loader).")
