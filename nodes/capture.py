@@ -97,16 +97,22 @@ class ConceptConfig:
 
 
 class SaliencyAccumulator:
-    """Float32 running sum of softmax-over-concepts scores per image, and how many were added."""
+    """Float32 running sums of softmax-over-concepts scores per image: over all scored blocks, and
+    per block (so a user can see which blocks localise best), and how many were added."""
 
-    def __init__(self, images: int, concepts: int, tokens: int, device):
+    def __init__(self, images: int, concepts: int, tokens: int, device, blocks: tuple[int, ...] = ()):
         self.sum = torch.zeros(images, concepts, tokens, dtype=torch.float32, device=device)
         self.count = torch.zeros(images, dtype=torch.float32, device=device)
+        self.blocks = tuple(blocks)
+        self.block_sum = torch.zeros(len(self.blocks), images, concepts, tokens, dtype=torch.float32, device=device)
 
-    def add(self, image_index: torch.Tensor, scores: torch.Tensor) -> None:
+    def add(self, image_index: torch.Tensor, scores: torch.Tensor, block: int | None = None) -> None:
         """scores [b, C, N] for the images image_index [b]; softmax over the concept axis first."""
-        self.sum.index_add_(0, image_index, scores.float().softmax(dim=1))
+        probabilities = scores.float().softmax(dim=1)
+        self.sum.index_add_(0, image_index, probabilities)
         self.count.index_add_(0, image_index, torch.ones_like(image_index, dtype=torch.float32))
+        if block in self.blocks:
+            self.block_sum[self.blocks.index(block)].index_add_(0, image_index, probabilities)
 
     def mean(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (mean [B, C, N] on the CPU, count [B] on the CPU): one transfer off the device."""
@@ -114,6 +120,10 @@ class SaliencyAccumulator:
         mean = self.sum.cpu() / count.clamp(min=1)[:, None, None]
         return mean, count
 
+    def block_means(self) -> torch.Tensor:
+        """-> [B, K, C, N] on the CPU: each scored block's own mean (each block saw the same passes)."""
+        count = self.count.cpu() / max(len(self.blocks), 1)
+        return (self.block_sum.cpu() / count.clamp(min=1)[None, :, None, None]).transpose(0, 1)
 
 
 @dataclass
@@ -127,6 +137,8 @@ class ConceptMaps:
     detail: str = ""  # where the maps came from, in words for the user
     latent_scale: int = 8  # image pixels per latent pixel (Flux.1, Chroma: 8; Flux.2: 16)
     patch_size: int = 2  # latent pixels per token side (Flux.1, Chroma: 2; Flux.2: 1)
+    blocks: tuple[int, ...] = ()  # the scored blocks, in the order of block_maps
+    block_maps: torch.Tensor | None = None  # [B, K, C, h, w]: each scored block's maps alone (None: not kept)
 
 
 class ConceptCapture:
@@ -155,7 +167,8 @@ class ConceptCapture:
         if self.failure is not None:
             return False
         if self.accumulator is None:
-            self.accumulator = SaliencyAccumulator(images, len(self.config.names), grid[0] * grid[1], device)
+            self.accumulator = SaliencyAccumulator(images, len(self.config.names), grid[0] * grid[1], device,
+                                                   self.config.blocks)
             self.grid, self.latent_size, self.geometry = grid, latent_size, geometry
             return True
         if self.grid != grid or self.accumulator.sum.shape[0] != images:
@@ -171,8 +184,8 @@ class ConceptCapture:
             log.warning("Concept Attention: no concept maps for this sampling run: %s. The image is "
                         "unaffected.", reason)
 
-    def add(self, image_index: torch.Tensor, scores: torch.Tensor) -> None:
-        self.accumulator.add(image_index, scores)
+    def add(self, image_index: torch.Tensor, scores: torch.Tensor, block: int | None = None) -> None:
+        self.accumulator.add(image_index, scores, block)
 
     def result(self, source: str) -> ConceptMaps | None:
         if self.accumulator is None or self.failure is not None:
@@ -185,8 +198,10 @@ class ConceptCapture:
         passes = int(count.min().item()) // blocks
         detail = (f"captured while sampling: {passes} model pass{'es' if passes != 1 else ''} "
                   f"x {blocks} block{'s' if blocks != 1 else ''} averaged")
+        block_maps = self.accumulator.block_means()
         return ConceptMaps(self.config.names, mean.reshape(mean.shape[0], mean.shape[1], h, w),
-                           self.latent_size, source, detail, *self.geometry)
+                           self.latent_size, source, detail, *self.geometry, blocks=self.config.blocks,
+                           block_maps=block_maps.reshape(*block_maps.shape[:3], h, w))
 
 
 @dataclass
@@ -200,10 +215,13 @@ class _CapturedImage:
     latent_size: tuple[int, int]
     detail: str
     geometry: tuple[int, int]
+    blocks: tuple[int, ...] = ()
+    block_maps: torch.Tensor | None = None  # [K, C, h', w']
 
     @property
     def nbytes(self) -> int:
-        return (self.latent.numel() + self.maps.numel()) * 4
+        extra = 0 if self.block_maps is None else self.block_maps.numel()
+        return (self.latent.numel() + self.maps.numel() + extra) * 4
 
     def matches(self, latent: torch.Tensor, summary: torch.Tensor, tolerance: float) -> bool:
         if self.latent.shape != latent.shape:
@@ -235,10 +253,12 @@ class CapturedMaps:
     def record(self, key: str, latent: torch.Tensor, maps: ConceptMaps) -> None:
         latent = latent.detach().to("cpu", torch.float32)
         with self._lock:
-            for image, image_maps in zip(latent, maps.maps):
+            for index, (image, image_maps) in enumerate(zip(latent, maps.maps)):
                 stored = image.clone()
+                blocks = None if maps.block_maps is None else maps.block_maps[index].clone()
                 entry = _CapturedImage(key, stored, _summary(stored), stored.abs().max().item(), image_maps.clone(),
-                                       maps.names, maps.latent_size, maps.detail, (maps.latent_scale, maps.patch_size))
+                                       maps.names, maps.latent_size, maps.detail, (maps.latent_scale, maps.patch_size),
+                                       maps.blocks, blocks)
                 self._records.append(entry)
                 self._bytes += entry.nbytes
             while self._bytes > self.budget_bytes and len(self._records) > 1:
@@ -259,8 +279,12 @@ class CapturedMaps:
         first = found[0]
         if any(r.latent_size != first.latent_size or r.maps.shape != first.maps.shape for r in found):
             return None
+        block_maps = None
+        if all(r.block_maps is not None and r.blocks == first.blocks for r in found):
+            block_maps = torch.stack([r.block_maps for r in found])
         return ConceptMaps(first.names, torch.stack([r.maps for r in found]), first.latent_size, "sampling",
-                           first.detail, *first.geometry)
+                           first.detail, *first.geometry, blocks=first.blocks if block_maps is not None else (),
+                           block_maps=block_maps)
 
     def count(self, key: str) -> int:
         with self._lock:

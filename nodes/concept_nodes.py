@@ -15,7 +15,8 @@ from .capture import VARIANTS, ConceptInputError, parse_concepts
 from .families import SUPPORTED, family_of
 from .masks import MASK_MODES, select_concepts
 from .outputs import saliency_outputs
-from .render import palette
+from .masks import grid_to_pixels
+from .render import block_grid, palette
 from .text_encoding import encode_concepts, encode_prompt_and_pooled
 from .ui_payload import map_payload
 
@@ -40,7 +41,7 @@ class ConceptAttention(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id=cls.NODE_ID,
-            display_name="Concept Attention (Flux)",
+            display_name="Concept Attention",
             category=CATEGORY,
             description="Records a saliency map per concept while any sampler runs this model "
                         "(ConceptAttention, Helbling et al. 2025). The generated image is unchanged.",
@@ -84,7 +85,7 @@ class ConceptAttention(io.ComfyNode):
                 f"concepts: only {names} was given. Maps are a softmax over concepts, so one concept "
                 "covers everything; add a second one such as 'background'.")
         if clip is None:
-            raise ConceptInputError("clip: no CLIP is connected; connect the Flux DualCLIPLoader output.")
+            raise ConceptInputError("clip: no CLIP is connected; connect the CLIP loaded for this model (Flux.1: DualCLIPLoader; SD3: TripleCLIPLoader or the checkpoint).")
         family = family_of(model)
         text_keys, first_row, whole_output = family.concept_text(clip)
         embeddings = encode_concepts(clip, names, text_keys, family.text_encoders, first_row, whole_output)
@@ -110,8 +111,8 @@ class ConceptSaliency(io.ComfyNode):
                         "(maps captured during sampling) or any other latent, e.g. VAE Encode of a photo "
                         "(maps computed from the latent with one forward pass).",
             inputs=[
-                io.Model.Input("model", tooltip="The MODEL output of Concept Attention (Flux)."),
-                io.Latent.Input("latent", tooltip="The sampler's output LATENT, or any Flux latent "
+                io.Model.Input("model", tooltip="The MODEL output of Concept Attention."),
+                io.Latent.Input("latent", tooltip="The sampler's output LATENT, or any latent of this model "
                                                   "(VAE Encode of an image) to compute maps for."),
                 io.String.Input("concept", default="",
                                 tooltip="Concept name(s) for the 'mask' output; several comma-separated "
@@ -190,6 +191,51 @@ class ConceptSaliency(io.ComfyNode):
                                  eps=refine_eps)  # [B, C, H, W]
         outputs = saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image)
         return io.NodeOutput(*outputs, ui=saliency_ui(maps, soft, overlays=outputs[3], segmentation=outputs[4]))
+
+
+class ConceptBlockMaps(io.ComfyNode):
+    """Which blocks localise best on this model: the maps of each scored block alone, as a grid."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ConceptBlockMaps",
+            display_name="Concept Block Maps",
+            category=CATEGORY,
+            description="The maps of each block selected on Concept Attention, one row per block and one "
+                        "column per concept, on one colour scale per picture: to see which blocks localise "
+                        "your concepts best on this model, then type those blocks into Concept Attention.",
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL output of Concept Attention (with the blocks to compare, "
+                                                "e.g. 'all')."),
+                io.Latent.Input("latent", tooltip="The sampler's output LATENT, or any latent of this model."),
+                io.Combo.Input("source", options=list(api.SOURCES), default="auto",
+                               tooltip="As on Concept Saliency: maps captured while sampling, or computed from "
+                                       "the latent."),
+                io.Float.Input("noise_level", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="When computing from a latent: the position in the noise schedule."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                             tooltip="Noise seed when computing from a latent."),
+                io.Int.Input("tile_size", default=256, min=32, max=1024, step=32,
+                             tooltip="Longest side of each panel in pixels."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Optional prompt when computing from a latent."),
+            ],
+            outputs=[io.Image.Output("grid", display_name="grid",
+                                     tooltip="[B, blocks x tile, concepts x tile, 3]: one row per block.")],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, source, noise_level, seed, tile_size, conditioning=None) -> io.NodeOutput:
+        maps = api.concept_maps(model, latent, source=source, noise_level=noise_level, seeds=(seed,),
+                                conditioning=conditioning)
+        if maps.block_maps is None:
+            raise ConceptInputError("latent: these maps were captured without per-block maps; run the "
+                                    "sampler again or set source to 'latent'.")
+        b, k, c = maps.block_maps.shape[:3]
+        pixels = grid_to_pixels(maps.block_maps.flatten(1, 2), maps.latent_size, maps.latent_scale, maps.patch_size)
+        grid = block_grid(pixels.reshape(b, k, c, *pixels.shape[-2:]), maps.names, maps.blocks, tile_size)
+        return io.NodeOutput(grid)
 
 
 MAX_PREVIEW_OVERLAYS = 64  # more overlay panels than this are not saved for the node's preview

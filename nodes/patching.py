@@ -345,7 +345,7 @@ class ConceptForward:
             return out
         try:
             if "scores" in found:
-                self.capture.add(self.image_index, found["scores"])
+                self.capture.add(self.image_index, found["scores"], index)
             if index + 1 < self.depth and side.updates:
                 self.concepts = side.update(self.concepts, found["concept_out"], concept)
         except Exception as error:

@@ -297,3 +297,19 @@ def draw_legend(image: torch.Tensor, legend: Legend, colors) -> None:
             draw.rectangle((sx0 - x0, sy0 - y0, sx1 - x0 - 1, sy1 - y0 - 1), fill=fill, outline=(230, 230, 230))
         draw.text((entry.origin[0] - x0, entry.origin[1] - y0), entry.text, fill=(255, 255, 255), font=entry.font)
     region.copy_(torch.from_numpy(np.asarray(canvas).astype(np.float32) / 255.0))
+
+
+def block_grid(block_maps: torch.Tensor, names, blocks, max_tile: int = 256) -> torch.Tensor:
+    """Each scored block's maps side by side: [B, K, C, H, W] soft maps at picture size -> IMAGE
+    [B, K * h, C * w, 3], one row per block and one column per concept, each panel labelled
+    "block i: name", coloured with one min/max per picture (so blocks compare on one scale).
+    Panels are scaled down to at most max_tile pixels on their longest side."""
+    b, k, c, height, width = block_maps.shape
+    scale = min(1.0, max_tile / max(height, width))
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    maps = block_maps.reshape(b, k * c, height, width)
+    if (h, w) != (height, width):
+        maps = F.interpolate(maps, size=(h, w), mode="area")
+    labels = [f"block {i}: {name}" for i in blocks for name in names]
+    panels = overlay(maps, labels)  # [b * k * c, h, w, 3]
+    return panels.reshape(b, k, c, h, w, 3).permute(0, 1, 3, 2, 4, 5).reshape(b, k * h, c * w, 3)

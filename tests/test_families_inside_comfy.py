@@ -211,3 +211,21 @@ def test_concept_embeddings_reach_the_device_once_per_run(api, models, monkeypat
     patched = api.patch_model(models["dev"], _embeddings("dev"), NAMES)
     _sample(patched, "dev", batch=1, cfg=3.0, steps=3)
     assert len(handed_out) == 3 and all(t is handed_out[0] for t in handed_out)
+
+
+def test_longcat_image_on_the_flux_class_is_refused_by_name(api):
+    """LongCat-Image runs on ComfyUI's Flux class (no pooled vector, text positions on two axes): not
+    served yet, and the refusal says so instead of calling it a Flux."""
+    import comfy.ldm.flux.model as flux_model
+    import comfy.supported_models
+
+    from concept_attention_pack.nodes.families import UnsupportedModelError
+    from tiny_flux import _known_fields, _patcher
+    config = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=None, context_in_dim=64,
+                  hidden_size=128, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[16, 24, 24],
+                  theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False, txt_ids_dims=[1, 2])
+    model = _patcher(comfy.supported_models.LongCatImage(_known_fields(config, flux_model.FluxParams)), 0,
+                     torch.float32, 0.1)
+    with pytest.raises(UnsupportedModelError, match=r"Flux model \(LongCat-Image, which ComfyUI runs on the Flux "
+                                                    r"class, is not supported yet\); Concept Attention supports"):
+        api.patch_model(model, torch.zeros(3, 64), NAMES)

@@ -255,3 +255,33 @@ def test_sd3_clip_concepts_drive_a_tiny_sd3_through_the_node(clips, models):
     maps = api.concept_maps(patched, samples, source="sampling")
     assert maps.names == ("dog", "sky") and maps.maps.shape == (1, 2, 4, 5)
     torch.testing.assert_close(maps.maps.sum(1), torch.ones(1, 4, 5))
+
+
+# -- per-block maps: which blocks localise best ------------------------------------------------------
+
+def test_each_blocks_own_maps_equal_the_reference_for_that_block_alone(api, models, embeddings):
+    model = models["sd35_large"]
+    patched = api.patch_model(model, embeddings, NAMES, blocks="0,2")
+    calls = record_model_calls(patched)
+    samples = _sample(patched, steps=3)
+    maps = api.concept_maps(patched, samples, source="sampling")
+    assert maps.blocks == (0, 2) and maps.block_maps.shape == (2, 2, 3, 4, 5)
+    torch.testing.assert_close(maps.block_maps.mean(1), maps.maps, rtol=0, atol=1e-6)
+    for k, block in enumerate(maps.blocks):
+        expected = reference_sd3_maps(model, calls, embeddings, [block])
+        assert _rel_error(maps.block_maps[:, k].flatten(2), expected) < TOLERANCE
+    from tiny_sd3 import random_sd3_conditioning
+    latent_maps = api.concept_maps(patched, samples, source="latent", conditioning=random_sd3_conditioning(seed=6))
+    # the encode path keeps them too
+    assert latent_maps.block_maps.shape == (2, 2, 3, 4, 5)
+
+
+def test_block_maps_node_lays_out_one_row_per_block_and_one_column_per_concept(api, models, embeddings):
+    from concept_attention_pack.nodes.concept_nodes import ConceptBlockMaps
+    patched = api.patch_model(models["sd3"], embeddings, NAMES, blocks="all")
+    samples = _sample(patched, batch=1, steps=2, shape=(8, 12))
+    (grid,) = ConceptBlockMaps.execute(patched, {"samples": samples}, "sampling", 0.5, 0, 64).args
+    assert grid.shape == (1, 3 * 43, 3 * 64, 3)  # 64 x 96 px pictures: 43 x 64 panels (longest side 64)
+    assert 0.0 <= grid.min() and grid.max() <= 1.0
+    panels = grid.reshape(3, 43, 3, 64, 3)
+    assert not torch.equal(panels[0, 20:, 0], panels[2, 20:, 0])  # blocks differ (below the labels)
