@@ -1,13 +1,14 @@
-"""Cost of ConceptAttention on a Flux.1 with the real block width, inside real ComfyUI.
+"""Cost of ConceptAttention on a Flux.1, Flux.2 or SD3.5 Large with the real block width, inside real ComfyUI.
 
 The model is a Flux.1 dev with the real block width (hidden 3072, 24 heads, MLP ratio 4, text
-context 4096, pooled 768), random weights and a chosen number of blocks. In one process, and
-interleaved (each round runs the plain model, then every patched configuration; medians over
---repeats rounds), it measures:
+context 4096, pooled 768), a Flux.2 (Klein 4B, dev) or an SD3.5 Large (ComfyUI's MMDiT: hidden
+2432 = 64 x 38, 38 heads of 64, text context 4096, pooled 2048, RMS QK-norm), random weights and a
+chosen number of blocks. In one process, and interleaved (each round runs the plain model, then
+every patched configuration; medians over --repeats rounds), it measures:
 
 - sampling wall time and peak extra memory, plain vs patched, per image size, number of
   concepts C and block selection;
-- the concept stream's own time (its pieces timed where patching.py calls them), for the pack and
+- the concept stream's own time (its pieces timed where the pack calls them), for the pack and
   for a full-attention reference of the concept stream (the authors' approach: one (C+N)x(C+N)
   attention over [concepts; image] whose image rows are discarded);
 - the encode path (api.concept_maps(source="latent")) vs one full forward;
@@ -19,6 +20,13 @@ Prints markdown tables and writes benchmarks/results/<name>.json.
     python benchmarks/bench_overhead.py                  # CPU preset (2 cores: about 6 minutes)
     python benchmarks/bench_overhead.py --sizes 256,512  # more sizes, same preset
     python benchmarks/bench_overhead.py --preset gpu     # full depth (19 + 38 blocks), bf16, CUDA
+    python benchmarks/bench_overhead.py --preset sd35-large-cpu                # SD3.5 Large width, 3 joint blocks
+    python benchmarks/bench_overhead.py --preset sd35-large-gpu --sizes 512,1024  # 38 joint blocks, bf16, CUDA
+
+SD3 (ComfyUI's MMDiT) derives its width from its depth (hidden = 64 x depth, heads = depth); the
+model is built with depth 38 for the width and num_blocks = --depth joint blocks. --hidden (a
+multiple of 64; smoke tests only) builds it with depth hidden / 64 for the width (heads = hidden /
+64). SD3 has no single blocks (--single 0).
 """
 from __future__ import annotations
 
@@ -54,18 +62,32 @@ PRESETS = {
                           steps_check="", repeats=3),
     "flux2-dev-gpu": dict(family="flux2-dev", device="cuda", dtype="bf16", depth=8, single=48, sizes="512,1024", steps=4,
                           steps_check="4,28", repeats=5),
+    # SD3.5 Large: 38 joint blocks at full depth; on CPU 3 (the last one's text half pre_only, as in the model).
+    "sd35-large-cpu": dict(family="sd35-large", device="cpu", dtype="fp32", depth=3, single=0, sizes="512", steps=1,
+                           steps_check="", repeats=3),
+    "sd35-large-gpu": dict(family="sd35-large", device="cuda", dtype="bf16", depth=38, single=0, sizes="512,1024",
+                           steps=4, steps_check="4,28", repeats=5),
 }
-# Real widths per family: hidden size, heads (head dim 128), text width (the encoder's hidden states; Flux.2
-# stacks three layers), pooled vector, latent channels and pixels per latent pixel, guidance input, MLP ratio.
+# Real widths per family: architecture, hidden size, heads (head dim 128; SD3: 64), text width (the encoder's
+# hidden states; Flux.2 stacks three layers; SD3: CLIP-L/G zero-padded to T5's 4096, then T5), pooled vector,
+# latent channels, pixels per latent pixel and latent pixels per token side, guidance input, MLP ratio, and
+# the default block selections (each family's default, then all).
 FAMILIES = {
-    "flux1": dict(label="Flux.1 dev", hidden=3072, heads=24, text=4096, pooled=768, channels=16, scale=8,
-                  guidance=True, mlp=4.0),
-    "klein": dict(label="Flux.2 Klein 4B", hidden=3072, heads=24, text=3 * 2560, pooled=None, channels=128, scale=16,
-                  guidance=False, mlp=3.0),
-    "flux2-dev": dict(label="Flux.2 dev", hidden=6144, heads=48, text=3 * 5120, pooled=None, channels=128, scale=16,
-                      guidance=True, mlp=3.0),
+    "flux1": dict(label="Flux.1 dev", arch="flux1", hidden=3072, heads=24, text=4096, pooled=768, channels=16,
+                  scale=8, patch=2, guidance=True, mlp=4.0, blocks="last 4;all"),
+    "klein": dict(label="Flux.2 Klein 4B", arch="flux2", hidden=3072, heads=24, text=3 * 2560, pooled=None,
+                  channels=128, scale=16, patch=1, guidance=False, mlp=3.0, blocks="last 4;all"),
+    "flux2-dev": dict(label="Flux.2 dev", arch="flux2", hidden=6144, heads=48, text=3 * 5120, pooled=None,
+                      channels=128, scale=16, patch=1, guidance=True, mlp=3.0, blocks="last 4;all"),
+    # MMDiT: no guidance embedding, GELU MLP ratio 4, RMS QK-norm; the pack's default is the last fifth (38 -> 8).
+    "sd35-large": dict(label="SD3.5 Large", arch="sd3", hidden=64 * 38, heads=38, text=4096, pooled=2048, channels=16,
+                       scale=8, patch=2, guidance=False, mlp=4.0, blocks="last 8;all"),
 }
+SD3_CLIP_TOKENS, SD3_CLIP_WIDTH = 77, 2048  # the CLIP-L/G rows at the start of SD3's prompt, and their width
+SD3_POS_EMBED_MAX = 192  # SD3.5 Large's pos_embed grid (up to 192 x 192 tokens: 3072 px)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The concept stream's functions (nodes/concept_stream.py), timed in every module of the pack that calls them
+# (patching.py: the attention and scores; families/flux1.py: Flux's text side and undo_rope).
 STREAM_PIECES = ("concept_qkv", "concept_attention", "concept_update", "output_space_scores",
                  "cross_attention_scores", "normalize_over_concepts", "undo_rope")
 
@@ -73,39 +95,58 @@ STREAM_PIECES = ("concept_qkv", "concept_attention", "concept_update", "output_s
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="cpu", help="defaults for the options below")
-    parser.add_argument("--family", choices=FAMILIES, help="model family (default flux1; the klein/flux2-dev presets set it)")
+    parser.add_argument("--family", choices=FAMILIES,
+                        help="model family (default flux1; the klein/flux2-dev/sd35-large presets set it)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument("--dtype", choices=DTYPES)
-    parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19)")
-    parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38)")
+    parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19); SD3: joint blocks (SD3.5 Large: 38)")
+    parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38); SD3 has none: 0")
     parser.add_argument("--sizes", help="image sizes in pixels, comma-separated (square)")
     parser.add_argument("--steps", type=int, help="sampling steps of the timed runs")
     parser.add_argument("--steps-check", help="two step counts whose peak memory is compared")
     parser.add_argument("--repeats", type=int, help="interleaved rounds; medians are reported")
     parser.add_argument("--concepts", default="1,8,32", help="concept counts C")
-    parser.add_argument("--blocks", default="last 4;all", help="';'-separated block selections")
+    parser.add_argument("--blocks", help="';'-separated block selections (default: 'last 4;all'; SD3.5 Large: "
+                                         "'last 8;all', the pack's default for 38 joint blocks)")
     parser.add_argument("--focus", type=int, default=8,
                         help="C of the full-attention reference, the encode path and the steps check")
     parser.add_argument("--text-tokens", type=int, default=256,
-                        help="prompt tokens (ComfyUI pads Flux's T5 prompt to at least 256)")
-    parser.add_argument("--hidden", type=int, help="block width (default: the family's); change only for smoke tests")
-    parser.add_argument("--heads", type=int)
+                        help="T5 prompt tokens (ComfyUI pads Flux's T5 prompt to at least 256; Flux.2 pads the "
+                             "prompt to 512). SD3: the T5 tokens after its 77 CLIP-L/G rows (77 + 256 = 333; "
+                             "ComfyUI pads SD3's T5 part to at least 77)")
+    parser.add_argument("--hidden", type=int,
+                        help="block width (default: the family's); change only for smoke tests. SD3: a multiple "
+                             "of 64; the MMDiT is then built with depth hidden/64 for the width (heads = hidden/64)")
+    parser.add_argument("--heads", type=int, help="attention heads (default: the family's; SD3: hidden/64)")
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", "/opt/ComfyUI"))
     parser.add_argument("--name", help="results file name (default from the settings)")
     args = parser.parse_args()
+    single_given = args.single  # a Flux preset's single blocks do not apply to --family sd35-large
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.family = args.family or "flux1"
     spec = FAMILIES[args.family]
+    hidden_given = args.hidden is not None and args.hidden != spec["hidden"]
     args.hidden = args.hidden or spec["hidden"]
-    args.heads = args.heads or spec["heads"]
+    if spec["arch"] == "sd3":  # MMDiT: hidden = 64 x depth, heads = depth (head dim 64), no single blocks
+        if args.hidden % 64:
+            parser.error(f"--hidden {args.hidden}: SD3's width is 64 x its depth (a multiple of 64)")
+        if args.heads is not None and args.heads != args.hidden // 64:
+            parser.error(f"--heads {args.heads}: SD3 has hidden/64 = {args.hidden // 64} heads at width {args.hidden}")
+        if single_given:
+            parser.error(f"--single {args.single}: SD3 has joint blocks only (use --single 0)")
+        args.single = 0
+    args.heads = args.heads or (args.hidden // 64 if spec["arch"] == "sd3" else spec["heads"])
     args.text_dim, args.mlp_ratio = spec["text"], spec["mlp"]
+    args.blocks = args.blocks or spec["blocks"]
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.concepts = [int(c) for c in args.concepts.split(",")]
     args.steps_check = [int(s) for s in args.steps_check.split(",")] if args.steps_check else []
     args.blocks = [b.strip() for b in args.blocks.split(";")]
-    args.name = args.name or (f"{args.family}-{args.device}-{args.dtype}-d{args.depth}s{args.single}-"
+    blocks = f"d{args.depth}" if spec["arch"] == "sd3" else f"d{args.depth}s{args.single}"
+    width = f"-w{args.hidden}" if hidden_given else ""  # a smoke test's file never takes the real width's name
+    args.name = args.name or (f"{args.family}-{args.device}-{args.dtype}-{blocks}{width}-"
                               + "-".join(map(str, args.sizes)))
     return args
 
@@ -122,17 +163,27 @@ def start(args):
 
 
 def build_model(args):
-    """A ModelPatcher around a model of the family's real width with random weights (std 0.02, QK-norm
-    scales 1), initialised in place so that only one copy of the weights exists."""
+    """A ModelPatcher around a model of the family's real width with random weights (std 0.02, norm and
+    QK-norm scales 1; SD3's pos_embed buffer, allocated empty, std 0.02 too), initialised in place so that
+    only one copy of the weights exists."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
     from tiny_flux import flux2_config, flux_config
+    from tiny_sd3 import sd3_config
 
-    if args.family == "flux1":
+    arch = FAMILIES[args.family]["arch"]
+    if arch == "flux1":
         config = flux_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
                              context=4096, pooled=768)
         model_config = comfy.supported_models.Flux(config)
+    elif arch == "sd3":
+        # ComfyUI's MMDiT: width 64 x depth and depth heads; num_blocks joint blocks (the last one's text half
+        # pre_only). SD3.5 Large's unet_config as model_detection derives it, with its 192 x 192 pos_embed grid.
+        config = sd3_config(depth=args.hidden // 64, qk_norm="rms", context=args.text_dim,
+                            pooled=FAMILIES[args.family]["pooled"])
+        config.update(num_blocks=args.depth, num_patches=SD3_POS_EMBED_MAX ** 2, pos_embed_max_size=SD3_POS_EMBED_MAX)
+        model_config = comfy.supported_models.SD3(config)
     else:
         config = flux2_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
                               context=args.text_dim, guidance=FAMILIES[args.family]["guidance"])
@@ -143,8 +194,11 @@ def build_model(args):
     with torch.no_grad():
         for name, param in model.diffusion_model.named_parameters():
             param.normal_(0.0, 0.02, generator=generator)
-            if "norm" in name:
+            if "norm" in name or ".ln_" in name:  # SD3's QK RMS norms are attn.ln_q / attn.ln_k
                 param.add_(1.0)
+        pos_embed = getattr(model.diffusion_model, "pos_embed", None)
+        if torch.is_tensor(pos_embed):
+            pos_embed.normal_(0.0, 0.02, generator=generator)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                             offload_device=torch.device("cpu"))
 
@@ -172,13 +226,44 @@ def replaced(owner, name, value):
         setattr(owner, name, original)
 
 
+def stream_targets() -> list[tuple[object, str, str]]:
+    """(owner, attribute, label) of every piece of the concept stream, where the pack calls it now:
+
+    - each STREAM_PIECES function in every module of the pack that imports it (patching.py: the
+      attention and the scores; families/flux1.py: Flux's concept_qkv, concept_update and undo_rope);
+    - each family's text side: Family.text_side (Flux.1 computes the concepts' text-side modulation
+      there) and SD3's ContextSide.project / update (its context half's pre_attention / post_attention:
+      modulation, qkv and QK-norm / proj and MLP);
+    - the per-call set-up (ConceptForward.__init__) and the accumulation (ConceptCapture.add).
+
+    A STREAM_PIECES function that no module imports (it was renamed or moved) is an error: the table
+    would silently lose it."""
+    from concept_attention_pack.nodes import concept_stream, families, patching
+    from concept_attention_pack.nodes.families import base, sd3
+
+    modules = [module for key, module in sorted(sys.modules.items())
+               if key.startswith(f"{PACK}.nodes.") and module is not None and module is not concept_stream]
+    targets = []
+    for name in STREAM_PIECES:
+        callers = [module for module in modules if callable(vars(module).get(name))]
+        if not callers:
+            raise RuntimeError(f"no module of the pack imports concept_stream.{name}: update STREAM_PIECES")
+        targets += [(module, name, name) for module in callers]
+    # text_side where a family class defines it (a class whose parent defines it too never calls the parent's)
+    owners = {cls for family in families.FAMILIES for cls in type(family).__mro__
+              if "text_side" in vars(cls) and cls is not base.Family}
+    targets += [(cls, "text_side", "Family.text_side") for cls in sorted(owners, key=lambda c: c.__name__)]
+    targets += [(sd3.ContextSide, name, f"ContextSide.{name}") for name in ("project", "update")]
+    targets += [(owner, name, f"{owner.__name__}.{name}")
+                for owner, name in ((patching.ConceptForward, "__init__"), (patching.ConceptCapture, "add"))]
+    return targets
+
+
 @contextlib.contextmanager
 def stream_timer(sync: bool):
-    """Seconds spent in each piece of the concept stream: the block math patching.py calls, the per-call
-    set-up (ConceptForward) and the accumulation (ConceptCapture.add). The hook's own Python is not
-    included (it shows in the wall-time difference). With sync (CUDA) every piece waits for the device."""
-    from concept_attention_pack.nodes import patching
-
+    """Seconds spent in each piece of the concept stream (stream_targets: the block math, where the pack
+    calls it, the per-call set-up and the accumulation). The hook's own Python is not included (it shows
+    in the wall-time difference). With sync (CUDA) every piece waits for the device."""
     seconds: dict[str, float] = {}
 
     def timed(name, fn):
@@ -195,12 +280,9 @@ def stream_timer(sync: bool):
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - begin
         return wrapper
 
-    targets = [(patching, name) for name in STREAM_PIECES]
-    targets += [(patching.ConceptForward, "__init__"), (patching.ConceptCapture, "add")]
     with contextlib.ExitStack() as stack:
-        for owner, name in targets:
-            label = name if owner is patching else f"{owner.__name__}.{name}"
-            stack.enter_context(replaced(owner, name, timed(label, getattr(owner, name))))
+        for owner, name, label in stream_targets():
+            stack.enter_context(replaced(owner, name, timed(label, vars(owner)[name])))
         yield seconds
 
 
@@ -270,10 +352,15 @@ class Bench:
         self.meter = Meter(self.device)
         generator = torch.Generator().manual_seed(1)
         self.spec = FAMILIES[args.family]
-        self.context = torch.randn(1, args.text_tokens, args.text_dim, generator=generator)
+        self.sd3 = self.spec["arch"] == "sd3"
+        self.context = torch.randn(1, _text_tokens(args) if self.sd3 else args.text_tokens, args.text_dim,
+                                   generator=generator)
         self.pooled = torch.randn(1, self.spec["pooled"], generator=generator) if self.spec["pooled"] else None
         count = max(args.concepts + [args.focus])
         self.embeddings = torch.randn(count, args.text_dim, generator=generator)
+        if self.sd3:  # as SD3's text encoders give them: the CLIP-L/G rows (and the concepts) zero-padded to 4096
+            self.context[:, :SD3_CLIP_TOKENS, SD3_CLIP_WIDTH:] = 0
+            self.embeddings[:, SD3_CLIP_WIDTH:] = 0
         self.names = [f"concept {i}" for i in range(count)]
 
     def patched(self, concepts, blocks):
@@ -282,13 +369,18 @@ class Bench:
     def latent(self, size):
         return torch.zeros(1, self.spec["channels"], size // self.spec["scale"], size // self.spec["scale"])
 
+    def conditioning(self):
+        """The prompt as CLIP Text Encode gives it: [[context, {pooled_output (Flux.1, SD3), guidance}]]."""
+        extra = {"pooled_output": self.pooled} if self.pooled is not None else {}
+        return [[self.context, {**extra, **({"guidance": 3.5} if self.spec["guidance"] else {})}]]
+
     def sample(self, model, size, steps):
-        """Flux dev's usual sampling: cfg 1 (the guidance is embedded; no negative pass), euler, simple."""
+        """Flux dev's usual sampling: cfg 1 (the guidance is embedded; no negative pass), euler, simple.
+        SD3 the same way (cfg 1: one model pass per step, as for Flux)."""
         import comfy.sample
         latent = self.latent(size)
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
-        extra = {"pooled_output": self.pooled} if self.pooled is not None else {}
-        cond = [[self.context, {**extra, **({"guidance": 3.5} if self.spec["guidance"] else {})}]]
+        cond = self.conditioning()
         return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", cond, cond, latent, disable_pbar=True)
 
     def variant(self, variant):
@@ -348,7 +440,7 @@ class Bench:
             stream = statistics.median(sum(p.values()) for p in pieces)
             pack_maps = runs[(c, label, scored, "pack")][0]["maps"]
             rows.append(dict(
-                size=size, tokens=(size // 16) ** 2, concepts=c, blocks=label, scored_blocks=len(scored),
+                size=size, tokens=_image_tokens(self.args, size), concepts=c, blocks=label, scored_blocks=len(scored),
                 variant=variant, steps=steps, plain_s=plain_s, patched_s=statistics.median(seconds),
                 overhead_pct=100 * (statistics.median(ratios) - 1), stream_s=stream, stream_pct=100 * stream / plain_s,
                 estimate_pct=100 * stream_flops(self.args, size, c, scored, variant) / forward_flops(self.args, size),
@@ -365,13 +457,17 @@ class Bench:
         model = self.patched(self.args.focus, label.split(" = ")[0])
         latent = torch.randn(self.latent(size).shape, generator=torch.Generator().manual_seed(2))
         base = self.model.model
-        context = base.extra_conds(cross_attn=self.context)["c_crossattn"].cond  # as sampling prepares it
+        prompt = {"pooled_output": self.pooled} if self.pooled is not None else {}  # SD3's encode_adm reads it
+        context = base.extra_conds(cross_attn=self.context, **prompt)["c_crossattn"].cond  # as sampling prepares it
         inputs = {"guidance": torch.full((1,), 3.5)} if self.spec["guidance"] else {}
         if self.pooled is not None:
             inputs["y"] = self.pooled
 
+        # SD3's encode path needs the prompt's pooled vector: a CONDITIONING carries it (Flux: the prompt alone)
+        conditioning = [[self.context, {"pooled_output": self.pooled}]] if self.sd3 else self.context
+
         def encode():
-            return self.api.concept_maps(model, latent, source="latent", sigma=0.5, conditioning=self.context)
+            return self.api.concept_maps(model, latent, source="latent", sigma=0.5, conditioning=conditioning)
 
         def forward():
             comfy.model_management.load_models_gpu([self.model])
@@ -405,40 +501,72 @@ class Bench:
 
 
 def forward_flops(args, size) -> float:
-    """Analytic multiply-adds of one Flux forward (batch 1): every block costs 12 d^2 per token
-    (qkv 3, proj 1, MLP 8; single blocks: linear1 7, linear2 5) plus 2 T^2 d for attention."""
-    d, n, text = args.hidden, (size // 16) ** 2, _text_tokens(args)
+    """Analytic multiply-adds of one forward (batch 1): every block costs 12 d^2 per token (qkv 3, proj
+    1, MLP 8; single blocks: linear1 7, linear2 5) plus 2 T^2 d for attention, and its modulation (double
+    or joint blocks 12 d^2, single blocks 3 d^2); SD3's last joint block only projects its text tokens
+    (see _joint_block_flops); SD3 has no single blocks. Plus the text and image input projections."""
+    d, n, text = args.hidden, _image_tokens(args, size), _text_tokens(args)
     tokens = n + text
-    block = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d
-    return ((args.depth + args.single) * block + args.depth * 12 * d * d + args.single * 3 * d * d
+    single = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 3 * d * d
+    return (sum(_joint_block_flops(args, size, index) for index in range(args.depth)) + args.single * single
             + text * args.text_dim * d + n * 64 * d)
 
 
+def _arch(args) -> str:
+    return FAMILIES[args.family]["arch"]
+
+
+def _image_tokens(args, size) -> int:
+    """Image tokens of a square image: 16 pixels per token side in every family (8 x 2 or 16 x 1)."""
+    spec = FAMILIES[args.family]
+    return (size // (spec["scale"] * spec["patch"])) ** 2
+
+
 def _text_tokens(args) -> int:
-    return max(args.text_tokens, 512) if args.family != "flux1" else args.text_tokens  # Flux.2 pads to 512
+    """Prompt tokens as the model sees them: Flux.2 pads to 512; SD3's 77 CLIP-L/G rows come before T5's."""
+    if _arch(args) == "flux2":
+        return max(args.text_tokens, 512)
+    if _arch(args) == "sd3":
+        return SD3_CLIP_TOKENS + args.text_tokens
+    return args.text_tokens
 
 
 def _block_d2(args) -> float:
     """Multiply-adds per token of one block's linear layers, in d^2: qkv 3, proj 1, MLP 2r (Flux.2's
-    SiLU-gated MLP: 3r)."""
-    return 4 + (3 if args.family != "flux1" else 2) * args.mlp_ratio
+    SiLU-gated MLP: 3r; SD3's GELU MLP: 2r)."""
+    return 4 + (3 if _arch(args) == "flux2" else 2) * args.mlp_ratio
+
+
+def _pre_only(args, index) -> bool:
+    """SD3's last joint block: its text half gives q/k/v only (no proj, no MLP; modulation 2 d^2, not 6)."""
+    return _arch(args) == "sd3" and index == args.depth - 1
+
+
+def _joint_block_flops(args, size, index) -> float:
+    """One double (joint) block: linear layers on every token, joint attention, modulation of both halves."""
+    d, text = args.hidden, _text_tokens(args)
+    tokens = _image_tokens(args, size) + text
+    flops = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 12 * d * d
+    if _pre_only(args, index):
+        flops -= (_block_d2(args) - 3) * d * d * text + 4 * d * d
+    return flops
 
 
 def encode_flops(args, size, scored) -> float:
-    """The encode pass: the plain forward's double blocks up to the last scored one."""
-    d, tokens = args.hidden, (size // 16) ** 2 + _text_tokens(args)
-    return ((scored[-1] + 1) * (_block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 12 * d * d)
-            + _text_tokens(args) * args.text_dim * d)
+    """The encode pass: the plain forward's double (joint) blocks up to the last scored one."""
+    return (sum(_joint_block_flops(args, size, index) for index in range(scored[-1] + 1))
+            + _text_tokens(args) * args.text_dim * args.hidden)
 
 
 def stream_flops(args, size, concepts, scored, variant) -> float:
-    """Analytic multiply-adds of the concept stream per model call: modulation (6 d^2), qkv (3 d^2 C),
-    attention (2 C (C+N) d; the reference: 2 (C+N)^2 d), proj + MLP (9 d^2 C, not after the last block),
-    scores (C N d per scored block) and the concepts' txt_in."""
-    d, n, c = args.hidden, (size // 16) ** 2, concepts
+    """Analytic multiply-adds of the concept stream per model call: modulation (6 d^2; SD3's last block
+    2 d^2), qkv (3 d^2 C), attention (2 C (C+N) d; the reference: 2 (C+N)^2 d), proj + MLP (9 d^2 C, not
+    after the stream's last block), scores (C N d per scored block) and the concepts' text projection."""
+    d, n, c = args.hidden, _image_tokens(args, size), concepts
     depth = scored[-1] + 1
     attention = 2 * (c + n) ** 2 * d if variant == REFERENCE else 2 * c * (c + n) * d
-    return (depth * (6 * d * d + 3 * d * d * c + attention) + (depth - 1) * (_block_d2(args) - 3) * d * d * c
+    modulation = (6 * depth - (4 if _pre_only(args, depth - 1) else 0)) * d * d
+    return (modulation + depth * (3 * d * d * c + attention) + (depth - 1) * (_block_d2(args) - 3) * d * d * c
             + len(scored) * c * n * d + c * args.text_dim * d)
 
 
@@ -450,8 +578,14 @@ def markdown(rows, columns):
 
 
 def report(args, meter, sampling, encode, steps):
+    if _arch(args) == "sd3":
+        blocks = f"{args.depth} joint blocks (the last one's text half pre_only)"
+        prompt = f"{_text_tokens(args)} prompt tokens ({SD3_CLIP_TOKENS} CLIP-L/G + {args.text_tokens} T5)"
+    else:
+        blocks = f"{args.depth} double + {args.single} single blocks"
+        prompt = f"{_text_tokens(args)} prompt tokens"
     out = [f"{FAMILIES[args.family]['label']}, width {args.hidden} ({args.heads} heads), text width {args.text_dim}, "
-           f"{args.depth} double + {args.single} single blocks, {_text_tokens(args)} prompt tokens, {args.dtype} on {args.device}; {args.steps} euler steps, cfg 1; "
+           f"{blocks}, {prompt}, {args.dtype} on {args.device}; {args.steps} euler steps, cfg 1; "
            f"wall times: medians of {args.repeats} interleaved rounds (overhead: median of each run's ratio to the plain "
            f"time interpolated between the plain runs around it); memory: one probe run per model "
            f"({meter.method}).", ""]

@@ -216,13 +216,26 @@ def _vae_stand_in(inputs):
     return stand_ins[inputs["vae_name"]], {}
 
 
+SD3_CHECKPOINTS = {"sd3.5_large": "sd35_large", "sd3.5_medium": "sd35_medium", "sd3_medium": "sd3"}
+
+
+def _checkpoint_stand_in(inputs):
+    name = inputs["ckpt_name"]
+    for prefix, variant in SD3_CHECKPOINTS.items():
+        if name.startswith(prefix):
+            return "TinySD3CheckpointLoader", {"seed": 0, "variant": variant}
+    raise ValueError(f"no stand-in for the checkpoint {name!r}")
+
+
 # The real loaders -> tiny stand-ins (tests/stand_in_nodes) by file name: Flux.1 dev/schnell with
 # t5xxl + clip_l and ae (8x, 16 channels); Flux.2 Klein with qwen_3_4b (type flux2) and flux2-vae
-# (16x, 128 channels). An unknown file name fails the test.
+# (16x, 128 channels); an SD3 / SD3.5 checkpoint (its MODEL, CLIP and VAE: a tiny MMDiT of that
+# variant, the SD3 triple CLIP, the 8x 16-channel VAE). An unknown file name fails the test.
 STAND_INS = {"UNETLoader": _unet_stand_in,
              "DualCLIPLoader": lambda inputs: ("TinyFluxClipLoader", {"seed": 0}),
              "CLIPLoader": _clip_stand_in,
-             "VAELoader": _vae_stand_in}
+             "VAELoader": _vae_stand_in,
+             "CheckpointLoaderSimple": _checkpoint_stand_in}
 SHIPPED = sorted((ROOT_WORKFLOWS := __import__("pathlib").Path(__file__).resolve().parent.parent / "workflows").glob("api/*.json"))
 SMALL = (96, 64)  # the generated pictures' size in these runs
 

@@ -36,9 +36,15 @@ MODEL_SOURCES = {
     "flux2-vae.safetensors": {
         "url": "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/flux2-vae.safetensors",
         "directory": "vae"},
+    # SD3.5 Large, fp8, with its text encoders (clip_l, clip_g, t5xxl) and VAE in the one checkpoint: from
+    # ComfyUI's own template sd3.5_simple_example.json (CheckpointLoaderSimple), comfyui-workflow-templates-json
+    # 0.1.18 (there its URL ends in "?download=true": the same file).
+    "sd3.5_large_fp8_scaled.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/sd3.5_large_fp8_scaled.safetensors",
+        "directory": "checkpoints"},
 }
 MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "clip_name2"], "CLIPLoader": ["clip_name"],
-                 "VAELoader": ["vae_name"]}
+                 "VAELoader": ["vae_name"], "CheckpointLoaderSimple": ["ckpt_name"]}
 
 # [width, height] of the node body (the title bar, 30 px, comes on top), by node type.
 SIZES = {
@@ -53,6 +59,7 @@ SIZES = {
     "CLIPLoader": [340, 106], "ConditioningZeroOut": [300, 26], "EmptyFlux2LatentImage": [300, 106],
     "Flux2Scheduler": [300, 106], "KSamplerSelect": [300, 58], "RandomNoise": [300, 82], "CFGGuider": [300, 98],
     "SamplerCustomAdvanced": [300, 126], "SetLatentNoiseMask": [300, 46], "SplitSigmasDenoise": [300, 78],
+    "CheckpointLoaderSimple": [380, 98],  # room for ckpt_name beside the SD3.5 file name
 }
 NOTE_SIZE = [420, 330]
 
@@ -135,6 +142,29 @@ What to change:
                    "22": "Noise mask (repaint only it)", "24": "CFGGuider (the model without the patch)",
                    "25": "Denoise of the second pass", "26": "SamplerCustomAdvanced (repaint)",
                    "28": "Paste the repainted part"},
+    },
+    "sd35_generate_mask_inpaint": {
+        "stages": [
+            [note("""
+SD3.5 Large: generate a picture, mask one of its concepts from the maps recorded while sampling, and repaint that part with a second prompt. The model, its three text encoders (clip_l, clip_g, t5xxl) and its VAE come from the one checkpoint of ComfyUI's SD3.5 template. Sampler: euler, sgm_uniform, 28 steps, cfg 4.5.
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts: name what will be in the picture (the subject, bench, trees, ... and background). The size: Empty SD3 Latent Image.
+- 3: Concept Saliency's concept: the one to repaint (several, comma-separated: their union; invert: everything else).
+- 4: GrowMask expand (pixels added around the mask) and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the second prompt and KSampler's denoise (lower keeps more of the first picture).
+"""), {"title": "1. Load models", "columns": [["1"]]}],
+            [{"title": "2. Generate (concepts recorded while sampling)",
+              "columns": [["2", "3", "4"], ["5", "6", "7"]]}],
+            [{"title": "3. Mask by concept", "columns": [["8", "9"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["10", "11", "12", "13"]]}],
+            [{"title": "5. Repaint the masked part with a new prompt", "columns": [["14", "15"], ["16", "17"]]}],
+            [{"title": "6. Paste into the first picture", "columns": [["18", "19"]]}],
+        ],
+        "titles": {"3": "Prompt", "4": "Negative prompt", "9": "Preview: each concept's map",
+                   "11": "Feather: mask to image", "12": "Feather: blur", "13": "Feather: back to mask",
+                   "14": "Second prompt (the repainted part)", "15": "Noise mask (repaint only it)",
+                   "16": "KSampler (repaint)", "18": "Paste the repainted part"},
     },
     "flux_concept_grid": {
         "stages": [

@@ -1,7 +1,8 @@
 """Test-only ComfyUI nodes: tiny stand-ins for the Flux.1 UNET, DualCLIP and VAE loaders and the
-Flux.2 Klein UNET, CLIP (qwen_3_4b, type flux2) and VAE (flux2-vae) loaders, so that workflows run
-headless with no model files. Loaded by the test server beside the pack. The Klein ones need
-ComfyUI 0.29 (Flux.2 classes) when they run; the module imports on 0.3.64 too."""
+Flux.2 Klein UNET, CLIP (qwen_3_4b, type flux2) and VAE (flux2-vae) loaders, and an SD3/SD3.5
+checkpoint loader (MODEL, CLIP, VAE, like CheckpointLoaderSimple on sd3.5_large_fp8_scaled), so that
+workflows run headless with no model files. Loaded by the test server beside the pack. The Klein
+ones need ComfyUI 0.29 (Flux.2 classes) when they run; the module imports on 0.3.64 too."""
 import pathlib
 import sys
 
@@ -10,16 +11,19 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from tiny_flux import build_flux, build_flux2, tiny_clip, tiny_klein_clip  # noqa: E402
+from tiny_sd3 import VARIANTS as SD3_VARIANTS, build_sd3, tiny_sd3_clip  # noqa: E402
 
 
 SEED = ("INT", {"default": 0})
 
 
-def _loader(return_type: str, make, **inputs):
-    """A loader node in ComfyUI's classic node format: the given inputs -> make(**inputs)."""
+def _loader(return_type: str | tuple[str, ...], make, **inputs):
+    """A loader node in ComfyUI's classic node format: the given inputs -> make(**inputs). Several
+    return types (a checkpoint loader's MODEL, CLIP, VAE): make returns one value per type."""
+    several = not isinstance(return_type, str)
 
     class Loader:
-        RETURN_TYPES = (return_type,)
+        RETURN_TYPES = tuple(return_type) if several else (return_type,)
         FUNCTION = "load"
         CATEGORY = "testing"
 
@@ -28,7 +32,7 @@ def _loader(return_type: str, make, **inputs):
             return {"required": dict(inputs)}
 
         def load(self, **values):
-            return (make(**values),)
+            return tuple(make(**values)) if several else (make(**values),)
 
     return Loader
 
@@ -70,9 +74,17 @@ class TinyFlux2VAE(TinyVAE):
     upscale_ratio = 16
 
 
+def _sd3_checkpoint(seed, variant):
+    """CheckpointLoaderSimple on an SD3 / SD3.5 checkpoint that has its text encoders and VAE
+    (sd3.5_large_fp8_scaled.safetensors has them), tiny and random: a 3-block MMDiT of the variant,
+    ComfyUI's SD3 triple CLIP with CLIP-L and CLIP-G (no T5: tiny_sd3's keeps the 4096 width, 130 M
+    parameters) and the 16-channel 8x VAE stand-in (SD3's latent has Flux.1's shape)."""
+    return build_sd3(seed=seed, variant=variant), tiny_sd3_clip(seed=seed), TinyVAE()
+
+
 # Flux.1 (dev, or schnell), its DualCLIP and VAE; Flux.2 Klein (no guidance embedding, 128-channel
 # latents, one token per latent pixel), ComfyUI's Klein tokenizer and text-encoder wrapper around a
-# tiny random Qwen3, and the Flux.2 VAE.
+# tiny random Qwen3, and the Flux.2 VAE; an SD3 / SD3.5 checkpoint (MODEL, CLIP, VAE).
 NODE_CLASS_MAPPINGS = {
     "TinyFluxLoader": _loader("MODEL", lambda seed, schnell: build_flux(seed=seed, schnell=schnell),
                               seed=SEED, schnell=("BOOLEAN", {"default": False})),
@@ -81,4 +93,6 @@ NODE_CLASS_MAPPINGS = {
     "TinyKleinLoader": _loader("MODEL", lambda seed: build_flux2(seed=seed, klein=True), seed=SEED),
     "TinyKleinClipLoader": _loader("CLIP", tiny_klein_clip, seed=SEED),
     "TinyFlux2VAELoader": _loader("VAE", TinyFlux2VAE),
+    "TinySD3CheckpointLoader": _loader(("MODEL", "CLIP", "VAE"), _sd3_checkpoint, seed=SEED,
+                                       variant=(list(SD3_VARIANTS), {"default": "sd35_large"})),
 }
