@@ -44,6 +44,10 @@ def _start_comfy(path: pathlib.Path) -> None:
     import comfy.cli_args
     comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401  (reads args.cpu at import)
+    # ComfyUI's nodes.py, now, while ComfyUI is first on sys.path: pytest later puts the repo root
+    # (python -m) and tests/ before it, and the pack's own `nodes` package would then shadow it for
+    # tests that `import nodes` (e.g. ConditioningSetArea) when no earlier test imported ComfyUI's
+    import nodes  # noqa: F401
 
 
 if COMFYUI is not None:
