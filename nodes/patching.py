@@ -374,7 +374,8 @@ class ConceptForward:
             normalize = normalize_over_concepts if self.config.normalize_concepts else (lambda x, dim: x)
             if self.config.variant == "cross attention":
                 img_q = self.family.image_queries(q, args, image, self.rows)
-                found["scores"] = cross_attention_scores(normalize(concept.q.float(), -2), img_q)
+                concept_q = getattr(concept, "q_before_rope", concept.q)  # Flux: RoPE is the identity on concepts
+                found["scores"] = cross_attention_scores(normalize(concept_q.float(), -2), img_q)
             else:
                 found["scores"] = output_space_scores(normalize(concept_out.float(), -2), out[:, image][self.rows])
         return found

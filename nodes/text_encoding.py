@@ -25,8 +25,10 @@ def encode_concepts(clip, names: list[str], text_keys=DEFAULT_TEXT_KEYS, needs: 
 
     text_keys: the tokenizer outputs that may feed the model (the first one the CLIP has is used);
     needs: what to connect instead, for the error message. first_row: where that tokenizer's part
-    starts in the encoder output; whole_output: the output is that part alone (one row per token),
-    else other parts follow it (SD3: CLIP-L/G rows, then T5 rows)."""
+    starts in the encoder output, or None where the encoder drops a leading part of the tokens (its
+    output is their last rows: Qwen-Image's drops the template's system part); whole_output: the
+    output is that part alone (one row per token), else other parts follow it (SD3: CLIP-L/G rows,
+    then T5 rows)."""
     empty = clip.tokenize("")
     key = next((k for k in text_keys if k in empty), None)
     if key is None:
@@ -48,10 +50,12 @@ def encode_concepts(clip, names: list[str], text_keys=DEFAULT_TEXT_KEYS, needs: 
     for name, tokens, ids, own in tokenized:
         embedded = clip.encode_from_tokens(tokens)
         embedded = embedded.reshape(-1, embedded.shape[-1])
-        if embedded.shape[0] < first_row + len(ids) or (whole_output and embedded.shape[0] != len(ids)):
+        start = first_row if first_row is not None else embedded.shape[0] - len(ids)  # a dropped prefix
+        fits = (start >= 0 if first_row is not None else start <= 0 and start + own[0] >= 0)
+        if not fits or embedded.shape[0] < start + len(ids) or (whole_output and embedded.shape[0] != start + len(ids)):
             raise ConceptInputError(f"clip: the text encoder gave {embedded.shape[0]} embeddings for {len(ids)} "
                                     f"tokens of {name!r}; this CLIP does not fit the model.")
-        rows.append(embedded[torch.tensor(own) + first_row].float().mean(dim=0))
+        rows.append(embedded[torch.tensor(own) + start].float().mean(dim=0))
     return torch.stack(rows).cpu()
 
 

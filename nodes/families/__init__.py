@@ -7,9 +7,10 @@ from .base import Family, ModelCall, UnsupportedModelError, diffusion_model
 from .chroma import Chroma
 from .flux1 import Flux1
 from .flux2 import Flux2
+from .qwen_image import QwenImage
 from .sd3 import SD3
 
-FAMILIES = (Flux1(), Flux2(), Chroma(), SD3())
+FAMILIES = (Flux1(), Flux2(), Chroma(), SD3(), QwenImage())
 SUPPORTED = "; ".join(f.description for f in FAMILIES)
 
 __all__ = ["FAMILIES", "SUPPORTED", "Family", "ModelCall", "UnsupportedModelError", "diffusion_model", "family_of"]

@@ -58,7 +58,8 @@ class Family:
 
     def text_side(self, block, args: dict, call_vector, rows):
         """The text-side view of one joint block for the concept stream: an object with
-        `project(concepts [b, C, d]) -> q/k/v [b, H, C, D] (.q .k .v)`, `update(concepts, out
+        `project(concepts [b, C, d]) -> q/k/v [b, H, C, D] (.q .k .v, positions applied; and
+        .q_before_rope where RoPE is not the identity on concepts)`, `update(concepts, out
         [b, C, d], projected) -> concepts` and `updates` (False where the text side ends in this
         block). `args` are the block's replace-patch arguments, `call_vector` what
         call_vector() gave for this model call, `rows` the concept rows of the batch."""
