@@ -66,8 +66,7 @@ def patch_model(model, concept_embeddings: torch.Tensor, names, *, blocks: str =
 
 
 def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.5, sigma: float | None = None,
-                 seeds=(0,), conditioning=None,
-                 noise: torch.Tensor | None = None) -> ConceptMaps:
+                 seeds=(0,), conditioning=None, noise: torch.Tensor | None = None, picture: int = 0) -> ConceptMaps:
     """Maps for `latent` (a LATENT dict or its samples tensor [B, 16, h, w]), as Concept Saliency
     gives them. `.detail` says in words where they came from.
 
@@ -80,7 +79,26 @@ def concept_maps(model, latent, *, source: str = "auto", noise_level: float = 0.
     [1, L, text_dim] or a CONDITIONING (which carries the pooled vector SD3 needs); None: the empty
     prompt kept with the patch.
     source 'auto': captured maps when there are, otherwise computed.
+    picture: 0 the generated image (or the latent itself); k >= 1 reference image k of an edit
+    (Kontext, Flux.2, Qwen-Image-Edit), its maps captured while sampling, at its own size.
     """
+    if picture < 0:
+        raise ConceptInputError(f"picture: expected 0 (the generated image) or a reference number, received {picture}.")
+    maps = _concept_maps(model, latent, source, noise_level, sigma, seeds, conditioning, noise)
+    if picture == 0:
+        return maps
+    if picture > len(maps.references):
+        have = (f"the sampler's conditioning had {len(maps.references)} reference image"
+                f"{'s' if len(maps.references) != 1 else ''}" if maps.source == "sampling"
+                else "maps computed from a latent have no reference images")
+        raise ConceptInputError(
+            f"picture: reference image {picture} does not exist for this latent ({have}). Use 0 for the "
+            "generated image, or 1..N for the references of an edit (ReferenceLatent, TextEncodeQwenImageEdit) "
+            "with source 'sampling'; for a photo itself, VAE Encode it and use source 'latent'.")
+    return maps.references[picture - 1]
+
+
+def _concept_maps(model, latent, source, noise_level, sigma, seeds, conditioning, noise) -> ConceptMaps:
     if source not in SOURCES:
         raise ConceptInputError(f"source: expected one of {SOURCES}, received {source!r}.")
     samples = latent["samples"] if isinstance(latent, dict) else latent

@@ -139,6 +139,7 @@ class ConceptMaps:
     patch_size: int = 2  # latent pixels per token side (Flux.1, Chroma: 2; Flux.2: 1)
     blocks: tuple[int, ...] = ()  # the scored blocks, in the order of block_maps
     block_maps: torch.Tensor | None = None  # [B, K, C, h, w]: each scored block's maps alone (None: not kept)
+    references: tuple = ()  # ConceptMaps of the reference images of an edit (Kontext, Klein, Qwen-Image-Edit)
 
 
 class ConceptCapture:
@@ -151,6 +152,7 @@ class ConceptCapture:
         self.latent_size: tuple[int, int] | None = None
         self.geometry: tuple[int, int] = (8, 2)  # latent scale, patch size
         self.failure: str | None = None  # why maps cannot be taken in this run (sampling goes on)
+        self.references: list[tuple[SaliencyAccumulator, tuple[int, int], tuple[int, int]]] = []
         self._embeddings: dict = {}
 
     def embeddings_on(self, device, dtype) -> torch.Tensor:
@@ -162,19 +164,25 @@ class ConceptCapture:
         return self._embeddings[key]
 
     def begin_forward(self, images: int, grid: tuple[int, int], latent_size: tuple[int, int], device,
-                      geometry: tuple[int, int] = (8, 2)) -> bool:
-        """False (and the call passes through) when this model call does not fit the run's maps."""
+                      geometry: tuple[int, int] = (8, 2), references=()) -> bool:
+        """False (and the call passes through) when this model call does not fit the run's maps.
+        references: (token grid, latent size) of each reference image the call carries."""
         if self.failure is not None:
             return False
+        references = [(tuple(g), tuple(size)) for g, size in references]
         if self.accumulator is None:
-            self.accumulator = SaliencyAccumulator(images, len(self.config.names), grid[0] * grid[1], device,
-                                                   self.config.blocks)
+            concepts = len(self.config.names)
+            self.accumulator = SaliencyAccumulator(images, concepts, grid[0] * grid[1], device, self.config.blocks)
             self.grid, self.latent_size, self.geometry = grid, latent_size, geometry
+            self.references = [(SaliencyAccumulator(images, concepts, g[0] * g[1], device), g, size)
+                               for g, size in references]
             return True
         if self.grid != grid or self.accumulator.sum.shape[0] != images:
             self.fail(f"the image size or batch changed during one run (token grid {self.grid} and "
                       f"{images} images, then {grid} and {self.accumulator.sum.shape[0]})")
             return False
+        if [(g, size) for _, g, size in self.references] != references:
+            self.references = []  # the references changed during the run: the generated image's maps only
         return True
 
     def fail(self, reason: str) -> None:
@@ -186,6 +194,10 @@ class ConceptCapture:
 
     def add(self, image_index: torch.Tensor, scores: torch.Tensor, block: int | None = None) -> None:
         self.accumulator.add(image_index, scores, block)
+
+    def add_reference(self, k: int, image_index: torch.Tensor, scores: torch.Tensor) -> None:
+        if k < len(self.references):
+            self.references[k][0].add(image_index, scores)
 
     def result(self, source: str) -> ConceptMaps | None:
         if self.accumulator is None or self.failure is not None:
@@ -199,9 +211,17 @@ class ConceptCapture:
         detail = (f"captured while sampling: {passes} model pass{'es' if passes != 1 else ''} "
                   f"x {blocks} block{'s' if blocks != 1 else ''} averaged")
         block_maps = self.accumulator.block_means()
+        references = []
+        for k, (accumulator, (rh, rw), size) in enumerate(self.references):
+            ref_mean, ref_count = accumulator.mean()
+            if bool((ref_count == 0).any()):
+                references = []
+                break
+            references.append(ConceptMaps(self.config.names, ref_mean.reshape(ref_mean.shape[0], -1, rh, rw), size,
+                                          source, f"{detail}; of reference image {k + 1}", *self.geometry))
         return ConceptMaps(self.config.names, mean.reshape(mean.shape[0], mean.shape[1], h, w),
                            self.latent_size, source, detail, *self.geometry, blocks=self.config.blocks,
-                           block_maps=block_maps.reshape(*block_maps.shape[:3], h, w))
+                           block_maps=block_maps.reshape(*block_maps.shape[:3], h, w), references=tuple(references))
 
 
 @dataclass
@@ -217,10 +237,11 @@ class _CapturedImage:
     geometry: tuple[int, int]
     blocks: tuple[int, ...] = ()
     block_maps: torch.Tensor | None = None  # [K, C, h', w']
+    references: tuple = ()  # (maps [C, h', w'], latent size, detail) per reference image
 
     @property
     def nbytes(self) -> int:
-        extra = 0 if self.block_maps is None else self.block_maps.numel()
+        extra = (0 if self.block_maps is None else self.block_maps.numel()) + sum(r[0].numel() for r in self.references)
         return (self.latent.numel() + self.maps.numel() + extra) * 4
 
     def matches(self, latent: torch.Tensor, summary: torch.Tensor, tolerance: float) -> bool:
@@ -256,9 +277,10 @@ class CapturedMaps:
             for index, (image, image_maps) in enumerate(zip(latent, maps.maps)):
                 stored = image.clone()
                 blocks = None if maps.block_maps is None else maps.block_maps[index].clone()
+                references = tuple((r.maps[index].clone(), r.latent_size, r.detail) for r in maps.references)
                 entry = _CapturedImage(key, stored, _summary(stored), stored.abs().max().item(), image_maps.clone(),
                                        maps.names, maps.latent_size, maps.detail, (maps.latent_scale, maps.patch_size),
-                                       maps.blocks, blocks)
+                                       maps.blocks, blocks, references)
                 self._records.append(entry)
                 self._bytes += entry.nbytes
             while self._bytes > self.budget_bytes and len(self._records) > 1:
@@ -282,9 +304,15 @@ class CapturedMaps:
         block_maps = None
         if all(r.block_maps is not None and r.blocks == first.blocks for r in found):
             block_maps = torch.stack([r.block_maps for r in found])
+        references = ()
+        if all([(m.shape, size) for m, size, _ in r.references] == [(m.shape, size) for m, size, _ in first.references]
+               for r in found):
+            references = tuple(ConceptMaps(first.names, torch.stack([r.references[k][0] for r in found]), size, "sampling",
+                                           detail, *first.geometry)
+                               for k, (_, size, detail) in enumerate(first.references))
         return ConceptMaps(first.names, torch.stack([r.maps for r in found]), first.latent_size, "sampling",
                            first.detail, *first.geometry, blocks=first.blocks if block_maps is not None else (),
-                           block_maps=block_maps)
+                           block_maps=block_maps, references=references)
 
     def count(self, key: str) -> int:
         with self._lock:

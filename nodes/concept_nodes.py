@@ -166,6 +166,11 @@ class ConceptSaliency(io.ComfyNode):
                                        "regularisation, squared 0..1 colour units). Smaller: fainter edges and "
                                        "finer parts, but texture inside an object can split its mask; larger: "
                                        "only strong edges, smoother masks."),
+                io.Int.Input("picture", default=0, min=0, max=16, optional=True,
+                             tooltip="Whose maps: 0 the generated image (or the connected latent); 1, 2, ... the "
+                                     "reference images of an edit (Kontext, Flux.2, Qwen-Image-Edit), captured "
+                                     "while sampling, at each reference's own size. Connect that picture to "
+                                     "'image' for its overlays and refinement."),
             ],
             outputs=[
                 io.Mask.Output("masks", display_name="masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
@@ -182,9 +187,9 @@ class ConceptSaliency(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
-                image=None, refine="auto", refine_radius=2, refine_eps=1e-4) -> io.NodeOutput:
+                image=None, refine="auto", refine_radius=2, refine_eps=1e-4, picture=0) -> io.NodeOutput:
         maps = api.concept_maps(model, latent, source=source, noise_level=noise_level,
-                                seeds=range(seed, seed + seed_count), conditioning=conditioning)
+                                seeds=range(seed, seed + seed_count), conditioning=conditioning, picture=picture)
         log.info("Concept Saliency: maps %s", maps.detail)
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,

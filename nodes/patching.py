@@ -297,8 +297,10 @@ class ConceptForward:
         x = call.x
         grid = family.token_grid(diffusion, x)
         self.tokens = math.prod(grid)
+        references = family.reference_grids(diffusion, call)
+        self.reference_tokens = [math.prod(g) for g, _ in references]
         self.active = capture.begin_forward(images, grid, tuple(x.shape[-2:]), x.device,
-                                            (latent_scale, family.patch_size(diffusion)))
+                                            (latent_scale, family.patch_size(diffusion)), references)
         if not self.active:
             return
 
@@ -346,6 +348,8 @@ class ConceptForward:
         try:
             if "scores" in found:
                 self.capture.add(self.image_index, found["scores"], index)
+                for k, scores in enumerate(found.get("reference_scores", ())):
+                    self.capture.add_reference(k, self.image_index, scores)
             if index + 1 < self.depth and side.updates:
                 self.concepts = side.update(self.concepts, found["concept_out"], concept)
         except Exception as error:
@@ -372,13 +376,25 @@ class ConceptForward:
         found = {"concept_out": concept_out}
         if index in self.scored:
             normalize = normalize_over_concepts if self.config.normalize_concepts else (lambda x, dim: x)
+            spans = [image] + self._reference_spans(image, k.shape[2])
             if self.config.variant == "cross attention":
-                img_q = self.family.image_queries(q, args, image, self.rows)
-                concept_q = getattr(concept, "q_before_rope", concept.q)  # Flux: RoPE is the identity on concepts
-                found["scores"] = cross_attention_scores(normalize(concept_q.float(), -2), img_q)
+                concept_q = normalize(getattr(concept, "q_before_rope", concept.q).float(), -2)  # Flux: RoPE is the identity on concepts
+                scores = [cross_attention_scores(concept_q, self.family.image_queries(q, args, span, self.rows))
+                          for span in spans]
             else:
-                found["scores"] = output_space_scores(normalize(concept_out.float(), -2), out[:, image][self.rows])
+                vectors = normalize(concept_out.float(), -2)
+                scores = [output_space_scores(vectors, out[:, span][self.rows]) for span in spans]
+            found["scores"], found["reference_scores"] = scores[0], scores[1:]
         return found
+
+    def _reference_spans(self, image: slice, length: int) -> list[slice]:
+        """The reference images' tokens, one after the other after the generated image's (none when
+        the joint sequence is shorter than that: this family lays them out otherwise)."""
+        spans, start = [], image.stop
+        for tokens in self.reference_tokens:
+            spans.append(slice(start, start + tokens))
+            start += tokens
+        return spans if start <= length else []
 
 
 def _encode_pass(model, family, diffusion, capture, options, x0, noise, sigma_value, context, pooled):

@@ -277,7 +277,8 @@ class _ReferenceDoubleStream:
         raise NotImplementedError
 
     def run(self, x, t, context, guidance=None, concept_embeddings=None, blocks=(), variant="output space",
-            normalize_concepts=False, attn_mask=None, last_block=None, prompt_ids=None):
+            normalize_concepts=False, attn_mask=None, last_block=None, prompt_ids=None, references=(),
+            reference_index_scale=10.0):
         """One model call. x [B, C, h, w] latent rows as the diffusion model receives them, t [B],
         context [B, L, text_dim] exactly as the diffusion model receives it, guidance [B] or None,
         concept_embeddings [C, text_dim] or None, attn_mask the model's joint (prompt + image)
@@ -286,11 +287,22 @@ class _ReferenceDoubleStream:
         Returns {"img", "txt", "concepts": per-block outputs (after block i),
         "img_attn": the image rows of each block's joint attention output (before proj),
         "img_q", "concept_q": queries [B, H, N or C, D] after QK-norm, before RoPE,
-        "txt_mods": each block's text-side modulation, "scores": {block: [B, C, N]}}."""
+        "txt_mods": each block's text-side modulation, "scores": {block: [B, C, N]}}.
+        references: reference latents [1, C, h', w'] (multi-reference editing, the "index" method:
+        reference k at position reference_index_scale * k on the first axis), their tokens after the
+        image's; concepts attend to the generated image's keys only; "reference_scores": {block:
+        [scores [B, C, N_k] per reference]}."""
         x, t, context = x.float().cpu(), t.float().cpu(), context.float().cpu()
         guidance = None if guidance is None else guidance.float().cpu()
         b = x.shape[0]
         tokens, img_ids = self.patchify(x)
+        n_img, ref_counts = tokens.shape[1], []
+        for k, ref in enumerate(references):
+            ref_tokens, ref_ids = self.patchify(ref.float().cpu().expand(b, -1, -1, -1))
+            ref_ids = ref_ids.clone()
+            ref_ids[..., 0] = reference_index_scale * (k + 1)
+            tokens, img_ids = torch.cat([tokens, ref_tokens], 1), torch.cat([img_ids, ref_ids], 1)
+            ref_counts.append(ref_tokens.shape[1])
         img = self.linear("img_in", tokens)
         txt = self.embed_text(context)
         conditioning = self.conditioning(t, guidance, b)
@@ -301,7 +313,7 @@ class _ReferenceDoubleStream:
         cos, sin = rope_cos_sin(torch.cat([prompt_ids, img_ids], dim=1), self.axes_dim, self.theta)
         n_txt = txt.shape[1]
         out = {"img": [], "txt": [], "concepts": [], "img_attn": [], "txt_mods": [], "img_q": [], "concept_q": [],
-               "scores": {}}
+               "scores": {}, "reference_scores": {}}
         last = last_block if last_block is not None else (max(blocks) if blocks else self.depth - 1)
         for i in range(last + 1):
             p = f"double_blocks.{i}"
@@ -315,16 +327,22 @@ class _ReferenceDoubleStream:
             if concepts is not None:
                 cq, ck, cv = self.qkv(f"{p}.txt_attn", (1 + txt_mods[0][1]) * layer_norm(concepts) + txt_mods[0][0])
                 # concept positions are 0 on every axis: RoPE is the identity on concept queries and keys
-                concept_out = masked_attention(cq, torch.cat([ck, k[:, :, n_txt:]], 2), torch.cat([cv, iv], 2))
+                concept_out = masked_attention(cq, torch.cat([ck, k[:, :, n_txt:n_txt + n_img]], 2),
+                                               torch.cat([cv, iv[:, :, :n_img]], 2))
                 if i in blocks:
+                    spans, start = [slice(0, n_img)], n_img
+                    for count in ref_counts:
+                        spans.append(slice(start, start + count))
+                        start += count
                     if variant == "output space":
                         vectors = linear_normalization(concept_out, 1) if normalize_concepts else concept_out
-                        out["scores"][i] = vectors @ img_out.transpose(1, 2)
+                        scores = [vectors @ img_out[:, span].transpose(1, 2) for span in spans]
                     elif variant == "cross attention":
                         vectors = linear_normalization(cq, 2) if normalize_concepts else cq
-                        out["scores"][i] = torch.einsum("bhcd,bhnd->bcn", vectors, iq)
+                        scores = [torch.einsum("bhcd,bhnd->bcn", vectors, iq[:, :, span]) for span in spans]
                     else:
                         raise ValueError(f"variant: {variant!r}")
+                    out["scores"][i], out["reference_scores"][i] = scores[0], scores[1:]
                 concepts = self.update(f"{p}.txt", concepts, concept_out, txt_mods)
                 out["concepts"].append(concepts)
                 out["concept_q"].append(cq)

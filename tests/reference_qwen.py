@@ -78,30 +78,51 @@ class ReferenceQwenImage:
                         approximate="tanh")
         return h + gate2 * _linear(self.w, f"{p}.{stream}_mlp.net.2", hidden)
 
-    def run(self, x, t, context, concept_embeddings=None, blocks=(), variant="output space",
-            normalize_concepts=False, last=None):
-        """One model call on x [B, 16, 1, h, w] -> per block "img", "txt", "attn" and {block: scores}."""
-        x, context = x.float().cpu(), context.float().cpu()
+    @staticmethod
+    def _patchify(x):
         b, ch, frames, height, width = x.shape
         gh, gw = (height + 1) // 2, (width + 1) // 2
-        x = F.pad(x, (0, gw * 2 - width, 0, gh * 2 - height, 0, 0), mode="circular")
+        x = F.pad(x.float().cpu(), (0, gw * 2 - width, 0, gh * 2 - height, 0, 0), mode="circular")
         tokens = x.reshape(b, ch, frames, gh, 2, gw, 2).permute(0, 2, 3, 5, 1, 4, 6).reshape(b, frames * gh * gw, ch * 4)
+        return tokens, gh, gw
+
+    @staticmethod
+    def _grid_ids(gh, gw, index=0):
+        ids = torch.zeros(gh, gw, 3)
+        ids[..., 0] = index
+        ids[..., 1] = torch.arange(gh)[:, None].float() - gh // 2
+        ids[..., 2] = torch.arange(gw)[None].float() - gw // 2
+        return ids.reshape(1, -1, 3)
+
+    def run(self, x, t, context, concept_embeddings=None, blocks=(), variant="output space",
+            normalize_concepts=False, last=None, references=()):
+        """One model call on x [B, 16, 1, h, w] -> per block "img", "txt", "attn" and {block: scores};
+        with reference latents (edit; "index" method: reference k at index k on the first axis), their
+        tokens follow the image's and "reference_scores" gives {block: [scores per reference]}."""
+        context = context.float().cpu()
+        tokens, gh, gw = self._patchify(x)
+        b = tokens.shape[0]
+        img_ids = self._grid_ids(gh, gw)
+        ref_counts = []
+        for k, ref in enumerate(references):
+            ref_tokens, rh, rw = self._patchify(ref.expand(b, -1, -1, -1, -1))
+            tokens = torch.cat([tokens, ref_tokens], 1)
+            img_ids = torch.cat([img_ids, self._grid_ids(rh, rw, k + 1)], 1)
+            ref_counts.append(ref_tokens.shape[1])
+        n_img = gh * gw
         img = _linear(self.w, "img_in", tokens)
         txt = _linear(self.w, "txt_in", _rms(self.w, "txt_norm", context))
         temb = self._temb(t.float().cpu())
-        img_ids = torch.zeros(gh, gw, 3)
-        img_ids[..., 1] = torch.arange(gh)[:, None].float() - gh // 2
-        img_ids[..., 2] = torch.arange(gw)[None].float() - gw // 2
         txt_start = max(gw // 2, gh // 2)
         txt_ids = (txt_start + torch.arange(txt.shape[1]).float())[:, None].expand(-1, 3)
-        img_angles = rotation_angles(img_ids.reshape(1, -1, 3).expand(b, -1, -1), self.axes, 10000)
+        img_angles = rotation_angles(img_ids.expand(b, -1, -1), self.axes, 10000)
         txt_angles = rotation_angles(txt_ids[None].expand(b, -1, -1), self.axes, 10000)
         concepts = None
         if concept_embeddings is not None:
             emb = concept_embeddings.float().cpu()[None].expand(b, -1, -1)
             concepts = _linear(self.w, "txt_in", _rms(self.w, "txt_norm", emb))
             concept_angles = rotation_angles(torch.full((b, concepts.shape[1], 3), float(txt_start)), self.axes, 10000)
-        out = {"img": [], "txt": [], "attn": [], "scores": {}}
+        out = {"img": [], "txt": [], "attn": [], "scores": {}, "reference_scores": {}}
         n_txt = txt.shape[1]
         last = self.depth - 1 if last is None else last
         for i in range(last + 1):
@@ -115,16 +136,23 @@ class ReferenceQwenImage:
             if concepts is not None:
                 cq, ck, cv, cgate, cmods = self._side(p, "txt", concepts, temb)
                 n_c = concepts.shape[1]
-                both = torch.cat([concept_angles, img_angles], 1)
-                cq_all, ck_all = rotate(torch.cat([cq, iq], 2), both), rotate(torch.cat([ck, ik], 2), both)
-                concept_attn = _attention(cq_all, ck_all, torch.cat([cv, iv], 2))[:, :n_c]
+                # concepts attend to the generated image's tokens only (not the references')
+                both = torch.cat([concept_angles, img_angles[:, :n_img]], 1)
+                cq_all = rotate(torch.cat([cq, iq[:, :, :n_img]], 2), both)
+                ck_all = rotate(torch.cat([ck, ik[:, :, :n_img]], 2), both)
+                concept_attn = _attention(cq_all, ck_all, torch.cat([cv, iv[:, :, :n_img]], 2))[:, :n_c]
                 if i in blocks:
+                    spans, start = [slice(0, n_img)], n_img
+                    for count in ref_counts:
+                        spans.append(slice(start, start + count))
+                        start += count
                     if variant == "output space":
                         vectors = linear_normalization(concept_attn, 1) if normalize_concepts else concept_attn
-                        out["scores"][i] = vectors @ img_attn.transpose(1, 2)
+                        scores = [vectors @ img_attn[:, span].transpose(1, 2) for span in spans]
                     else:  # concept query . image query, after QK-norm, before RoPE
                         queries = linear_normalization(cq, 2) if normalize_concepts else cq
-                        out["scores"][i] = torch.einsum("bhcd,bhnd->bcn", queries, iq)
+                        scores = [torch.einsum("bhcd,bhnd->bcn", queries, iq[:, :, span]) for span in spans]
+                    out["scores"][i], out["reference_scores"][i] = scores[0], scores[1:]
                 concepts = self._finish(p, "txt", concepts, concept_attn, cgate, cmods)
             out["attn"].append(attn)
             txt = self._finish(p, "txt", txt, txt_attn, tgate, tmods)

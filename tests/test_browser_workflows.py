@@ -295,7 +295,11 @@ OFFERED = {"photo_mask_new_background": ["flux1-schnell.safetensors", "t5xxl_fp1
                                          "ae.safetensors"],
            "flux2_klein_generate_mask_edit": ["flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors",
                                               "flux2-vae.safetensors"],
-           "sd35_generate_mask_inpaint": ["sd3.5_large_fp8_scaled.safetensors"]}
+           "sd35_generate_mask_inpaint": ["sd3.5_large_fp8_scaled.safetensors"],
+           "qwen_image_generate_mask_inpaint": ["qwen_image_fp8_e4m3fn.safetensors",
+                                                "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"],
+           "qwen_image_edit_mask_photo": ["qwen_image_edit_2509_fp8_e4m3fn.safetensors",
+                                          "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"]}
 
 
 @pytest.mark.parametrize("stem", sorted(OFFERED))

@@ -229,3 +229,36 @@ def test_longcat_image_on_the_flux_class_is_refused_by_name(api):
     with pytest.raises(UnsupportedModelError, match=r"Flux model \(LongCat-Image, which ComfyUI runs on the Flux "
                                                     r"class, is not supported yet\); Concept Attention supports"):
         api.patch_model(model, torch.zeros(3, 64), NAMES)
+
+
+def test_klein_reference_image_maps_equal_the_reference_at_the_references_own_size(api, models):
+    """Multi-reference editing (the 'index' method): each reference's tokens are scored like the
+    generated image's and its maps come out at its own size; picture 0 stays the generated image."""
+    import comfy.sample
+
+    from reference import mean_softmax_maps, reference_for
+    model, embeddings = models["klein"], _embeddings("klein")
+    patched = api.patch_model(model, embeddings, NAMES, blocks="1-2")
+    calls = record_diffusion_calls(patched)
+    positive = _conditioning("klein", 1)
+    references = [torch.randn(1, 128, 4, 6, generator=torch.Generator().manual_seed(3)),
+                  torch.randn(1, 128, 3, 5, generator=torch.Generator().manual_seed(4))]
+    positive[0][1].update(reference_latents=references, reference_latents_method="index")
+    latent = torch.zeros(1, 128, *SHAPES["klein"])
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    samples = comfy.sample.sample(patched, noise, 2, 1.0, "euler", "simple", positive, positive, latent,
+                                  disable_pbar=True)
+    pictures = [api.concept_maps(patched, samples, source="sampling", picture=k) for k in range(3)]
+    assert [p.maps.shape[-2:] for p in pictures] == [SHAPES["klein"], (4, 6), (3, 5)]
+    assert pictures[1].latent_size == (4, 6) and pictures[1].latent_scale == 16
+    ref, expected = reference_for(model), {0: [], 1: [], 2: []}
+    for call in calls:
+        out = ref.run(call["x"], call["t"], call["context"], call["guidance"], embeddings, [1, 2],
+                      normalize_concepts=True, references=call["ref_latents"])
+        for block in (1, 2):
+            expected[0].append(out["scores"][block])
+            for k, scores in enumerate(out["reference_scores"][block]):
+                expected[k + 1].append(scores)
+    assert len(calls) == 2 and len(calls[0]["ref_latents"]) == 2
+    for k, maps in enumerate(pictures):
+        assert _rel_error(maps.maps.flatten(2), mean_softmax_maps(expected[k])) < 1e-4

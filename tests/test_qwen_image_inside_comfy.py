@@ -200,3 +200,37 @@ def test_qwen_clip_concepts_drive_the_tiny_qwen_image_through_the_node(clip, mod
     assert maps.names == ("dog", "sky") and maps.maps.shape == (1, 2, 4, 5)
     encoded = api.concept_maps(patched, samples, source="latent")  # the empty prompt kept with the patch
     assert encoded.maps.shape == (1, 2, 4, 5)
+
+
+# -- maps of the reference images of an edit -------------------------------------------------------
+
+def test_reference_image_maps_equal_the_reference_at_the_references_own_size(api, model, embeddings):
+    """Two references of other sizes (7 x 10 and 6 x 8 latents): each is scored like the generated
+    image (softmax over concepts per reference, per step and block) and comes out at its own size;
+    the generated image's maps are the same as without references in the reference computation."""
+    from reference import mean_softmax_maps
+    references = [torch.randn(1, 16, 1, 4, 6, generator=torch.Generator().manual_seed(9)),
+                  torch.randn(1, 16, 1, 6, 8, generator=torch.Generator().manual_seed(10))]
+    patched = api.patch_model(model, embeddings, NAMES, blocks="1-2")
+    calls = record_model_calls(patched)
+    samples = _sample(patched, batch=1, cfg=1.0, steps=2, references=references)
+    generated = api.concept_maps(patched, samples, source="sampling")
+    first = api.concept_maps(patched, samples, source="sampling", picture=1)
+    second = api.concept_maps(patched, samples, source="sampling", picture=2)
+    assert first.maps.shape == (1, 3, 2, 3) and first.latent_size == (4, 6)
+    assert second.maps.shape == (1, 3, 3, 4) and second.latent_size == (6, 8)
+    ref = ReferenceQwenImage(model.model.diffusion_model)
+    expected = {0: [], 1: [], 2: []}
+    for call in calls:
+        out = ref.run(call["x"], call["t"], call["context"], embeddings, [1, 2], normalize_concepts=True, last=2,
+                      references=call["kwargs"]["ref_latents"])
+        for block in (1, 2):
+            expected[0].append(out["scores"][block])
+            for k, scores in enumerate(out["reference_scores"][block]):
+                expected[k + 1].append(scores)
+    for picture, maps in enumerate((generated, first, second)):
+        assert _rel_error(maps.maps.flatten(2), mean_softmax_maps(expected[picture])) < TOLERANCE
+    from concept_attention_pack.nodes.capture import ConceptInputError
+    with pytest.raises(ConceptInputError, match="picture: reference image 3 does not exist for this latent "
+                                                r"\(the sampler's conditioning had 2 reference images\)"):
+        api.concept_maps(patched, samples, source="sampling", picture=3)

@@ -202,17 +202,25 @@ def _unet_stand_in(inputs):
         return "TinyKleinLoader", {"seed": 0}
     if name.startswith("flux1-"):
         return "TinyFluxLoader", {"seed": 0, "schnell": "schnell" in name}
+    if name.startswith(("qwen_image_fp8", "qwen_image_edit_2509")):
+        return "TinyQwenImageLoader", {"seed": 0}
     raise ValueError(f"no stand-in for the diffusion model {name!r}")
 
 
+CLIP_STAND_INS = {("qwen_3_4b.safetensors", "flux2"): "TinyKleinClipLoader",
+                  ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image"): "TinyQwenImageClipLoader"}
+
+
 def _clip_stand_in(inputs):
-    if (inputs["clip_name"], inputs["type"]) != ("qwen_3_4b.safetensors", "flux2"):
+    stand_in = CLIP_STAND_INS.get((inputs["clip_name"], inputs["type"]))
+    if stand_in is None:
         raise ValueError(f"no stand-in for CLIPLoader {inputs}")
-    return "TinyKleinClipLoader", {"seed": 0}
+    return stand_in, {"seed": 0}
 
 
 def _vae_stand_in(inputs):
-    stand_ins = {"ae.safetensors": "TinyVAELoader", "flux2-vae.safetensors": "TinyFlux2VAELoader"}
+    stand_ins = {"ae.safetensors": "TinyVAELoader", "flux2-vae.safetensors": "TinyFlux2VAELoader",
+                 "qwen_image_vae.safetensors": "TinyQwenImageVAELoader"}
     return stand_ins[inputs["vae_name"]], {}
 
 
@@ -230,7 +238,10 @@ def _checkpoint_stand_in(inputs):
 # The real loaders -> tiny stand-ins (tests/stand_in_nodes) by file name: Flux.1 dev/schnell with
 # t5xxl + clip_l and ae (8x, 16 channels); Flux.2 Klein with qwen_3_4b (type flux2) and flux2-vae
 # (16x, 128 channels); an SD3 / SD3.5 checkpoint (its MODEL, CLIP and VAE: a tiny MMDiT of that
-# variant, the SD3 triple CLIP, the 8x 16-channel VAE). An unknown file name fails the test.
+# variant, the SD3 triple CLIP, the 8x 16-channel VAE); Qwen-Image and Qwen-Image-Edit 2509 (one tiny
+# Qwen-Image), qwen_2.5_vl_7b (type qwen_image: ComfyUI's Qwen-Image text encoder around a tiny Qwen2.5-VL
+# with a tiny vision tower, so TextEncodeQwenImageEditPlus runs as it is) and qwen_image_vae (8x, 16
+# channels, [B, 16, 1, h, w]). An unknown file name fails the test.
 STAND_INS = {"UNETLoader": _unet_stand_in,
              "DualCLIPLoader": lambda inputs: ("TinyFluxClipLoader", {"seed": 0}),
              "CLIPLoader": _clip_stand_in,
@@ -264,14 +275,19 @@ def _skip_without_flux2(path):
         pytest.skip(FAMILIES_SKIP_REASON)
 
 
+def _save_example_photo(server):
+    """The photo the photo workflows load (LoadImage 'example.png'): 104x72, random."""
+    from PIL import Image
+    Image.fromarray((np.random.default_rng(1).random((72, 104, 3)) * 255).astype(np.uint8)).save(
+        server.base / "input" / "example.png")
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_workflow_runs_headless(server, path):
     import json
 
-    from PIL import Image
     _skip_without_flux2(path)
-    Image.fromarray((np.random.default_rng(1).random((72, 104, 3)) * 255).astype(np.uint8)).save(
-        server.base / "input" / "example.png")
+    _save_example_photo(server)
     api = json.loads(path.read_text())
     entry = server.run(_with_stand_ins(api))
     saved = [node for node, out in entry["outputs"].items() if out.get("images")]
@@ -288,10 +304,15 @@ def test_shipped_workflow_runs_headless(server, path):
 
 
 def _pastes(path) -> bool:
-    """The workflow pastes a repainted part into its first picture at the same size."""
+    """The workflow pastes a repainted part into its first picture at the same size, or repaints a
+    photo where the mask is (SetLatentNoiseMask on the photo's VAE Encode) and pastes that part into
+    the photo at the photo's size (resize_source)."""
     import json
-    return any(node["class_type"] == "ImageCompositeMasked" and not node["inputs"]["resize_source"]
-               for node in json.loads(path.read_text()).values())
+    api = json.loads(path.read_text())
+    repaints_photo = any(node["class_type"] == "SetLatentNoiseMask"
+                         and api[node["inputs"]["samples"][0]]["class_type"] == "VAEEncode" for node in api.values())
+    return any(node["class_type"] == "ImageCompositeMasked" and (not node["inputs"]["resize_source"] or repaints_photo)
+               for node in api.values())
 
 
 PASTING = [p for p in SHIPPED if _pastes(p)]
@@ -302,25 +323,36 @@ def test_shipped_workflow_changes_only_the_masked_part(server, path):
     """The saved picture is the first picture where the feathered mask is 0 and the repainted one
     where it is 1, and the repaint changed the masked part. The tiny random models' maps are no
     subject, so the mask is made partial here: Concept Saliency thresholds by Otsu (not
-    'exclusive', where one concept may win everywhere), and GrowMask/ImageBlur are small for the
-    96x64 picture."""
+    'exclusive', where one concept may win everywhere) without refinement (guided by the tiny VAE's
+    8-pixel blocks or the random test photo, the mask would follow them into fragments that the
+    feathering blurs nearly everywhere), and GrowMask/ImageBlur are small for the 96x64 picture.
+    When the part is pasted at the photo's size (resize_source), the repainted picture and the mask
+    are compared as that composite scales them: scaled by ImageCompositeMasked itself (no mask)
+    onto the photo."""
     import json
     _skip_without_flux2(path)
+    _save_example_photo(server)
     api = _with_stand_ins(json.loads(path.read_text()))
     (composite_id,) = [n for n, node in api.items() if node["class_type"] == "ImageCompositeMasked"]
-    composite = api[composite_id]["inputs"]
+    composite = dict(api[composite_id]["inputs"])
     for node in api.values():
         if node["class_type"] == "ConceptSaliency":
-            node["inputs"]["mask_mode"] = "otsu"
+            node["inputs"].update(mask_mode="otsu", refine="none")
         elif node["class_type"] == "GrowMask":
             node["inputs"]["expand"] = 2
         elif node["class_type"] == "ImageBlur":
             node["inputs"].update(blur_radius=2, sigma=1.0)
     api["test_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": composite["mask"]}}
+    mask_image = ["test_mask_image", 0]
+    if composite["resize_source"]:
+        for name, image in (("source", composite["source"]), ("mask", mask_image)):
+            api[f"test_{name}_resized"] = {"class_type": "ImageCompositeMasked", "inputs": {
+                "destination": composite["destination"], "source": image, "x": 0, "y": 0, "resize_source": True}}
+        composite["source"], mask_image = ["test_source_resized", 0], ["test_mask_resized", 0]
     api["test_composite"] = {"class_type": "PreviewImage", "inputs": {"images": [composite_id, 0]}}
     for name in ("destination", "source"):
         api[f"test_{name}"] = {"class_type": "PreviewImage", "inputs": {"images": composite[name]}}
-    api["test_mask"] = {"class_type": "PreviewImage", "inputs": {"images": ["test_mask_image", 0]}}
+    api["test_mask"] = {"class_type": "PreviewImage", "inputs": {"images": mask_image}}
     entry = server.run(api)
 
     def pixels(node):

@@ -406,7 +406,7 @@ def record_diffusion_calls(model_patcher, key="test_family_recorder") -> list[di
     """Register (on this patcher: clone first) a DIFFUSION_MODEL wrapper that records each call's
     inputs for Flux.1/Flux.2 (x, timestep, context, y, guidance, ref_latents, ...) and Chroma
     (x, timestep, context, guidance, ...): dicts with x, t, context, guidance, y, attention_mask,
-    cond_or_uncond, sigma, schedule (tensors cloned)."""
+    ref_latents (Flux.1/Flux.2 reference images, or None), cond_or_uncond, sigma, schedule (tensors cloned)."""
     import comfy.patcher_extension
     calls = []
     chroma = _is_chroma(model_patcher)
@@ -416,14 +416,17 @@ def record_diffusion_calls(model_patcher, key="test_family_recorder") -> list[di
 
     def record(executor, *args, **kwargs):
         x, timestep, context = args[0], args[1], args[2]
+        refs = None
         if chroma:
             y, guidance = None, args[3] if len(args) > 3 else kwargs.get("guidance")
         else:
             y = args[3] if len(args) > 3 else kwargs.get("y")
             guidance = args[4] if len(args) > 4 else kwargs.get("guidance")
+            refs = args[5] if len(args) > 5 else kwargs.get("ref_latents")
         options = next((a for a in reversed(args) if isinstance(a, dict)), kwargs.get("transformer_options", {}))
         calls.append(dict(x=clone(x), t=clone(timestep), context=clone(context), y=clone(y), guidance=clone(guidance),
                           attention_mask=clone(kwargs.get("attention_mask")),
+                          ref_latents=None if refs is None else [clone(r) for r in refs],
                           cond_or_uncond=list(options.get("cond_or_uncond", [0])),
                           sigma=options["sigmas"].max().item() if "sigmas" in options else None,
                           schedule=clone(options.get("sample_sigmas"))))

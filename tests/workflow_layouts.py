@@ -42,6 +42,22 @@ MODEL_SOURCES = {
     "sd3.5_large_fp8_scaled.safetensors": {
         "url": "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/sd3.5_large_fp8_scaled.safetensors",
         "directory": "checkpoints"},
+    # Qwen-Image and Qwen-Image-Edit 2509 with their text encoder (Qwen2.5-VL 7B) and VAE: from ComfyUI's own
+    # templates image_qwen_image.json ("Text to Image (Qwen-Image)" subgraph) and image_qwen_image_edit_2509.json
+    # ("Image Edit (Qwen 2509)" subgraph), comfyui-workflow-templates-json 0.1.18 (the same entries are in
+    # comfyui-workflow-templates 0.1.95's copies of both, ComfyUI 0.3.64).
+    "qwen_image_fp8_e4m3fn.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/diffusion_models/qwen_image_fp8_e4m3fn.safetensors",
+        "directory": "diffusion_models"},
+    "qwen_image_edit_2509_fp8_e4m3fn.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/Qwen-Image-Edit_ComfyUI/resolve/main/split_files/diffusion_models/qwen_image_edit_2509_fp8_e4m3fn.safetensors",
+        "directory": "diffusion_models"},
+    "qwen_2.5_vl_7b_fp8_scaled.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors",
+        "directory": "text_encoders"},
+    "qwen_image_vae.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/qwen_image_vae.safetensors",
+        "directory": "vae"},
 }
 MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "clip_name2"], "CLIPLoader": ["clip_name"],
                  "VAELoader": ["vae_name"], "CheckpointLoaderSimple": ["ckpt_name"]}
@@ -60,6 +76,7 @@ SIZES = {
     "Flux2Scheduler": [300, 106], "KSamplerSelect": [300, 58], "RandomNoise": [300, 82], "CFGGuider": [300, 98],
     "SamplerCustomAdvanced": [300, 126], "SetLatentNoiseMask": [300, 46], "SplitSigmasDenoise": [300, 78],
     "CheckpointLoaderSimple": [380, 98],  # room for ckpt_name beside the SD3.5 file name
+    "ModelSamplingAuraFlow": [300, 58], "CFGNorm": [300, 82], "TextEncodeQwenImageEditPlus": [400, 220],
 }
 NOTE_SIZE = [420, 330]
 
@@ -165,6 +182,54 @@ What to change:
                    "11": "Feather: mask to image", "12": "Feather: blur", "13": "Feather: back to mask",
                    "14": "Second prompt (the repainted part)", "15": "Noise mask (repaint only it)",
                    "16": "KSampler (repaint)", "18": "Paste the repainted part"},
+    },
+    "qwen_image_generate_mask_inpaint": {
+        "stages": [
+            [note("""
+Qwen-Image: generate a picture, mask one of its concepts from the maps recorded while sampling, and repaint that part with a second prompt. Loaders, shift (ModelSamplingAuraFlow 3.1), size and sampler are those of ComfyUI's Qwen-Image template without its Lightning LoRA: 20 steps, cfg 4, euler, simple, 1328x1328.
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts: name what will be in the picture (the subject, snow, trees, ... and background). The size: Empty SD3 Latent Image (the template's list: 1328x1328, 1664x928, 928x1664, 1472x1140, 1140x1472, 1584x1056, 1056x1584).
+- 3: Concept Saliency's concept: the one to repaint (several, comma-separated: their union; invert: everything else).
+- 4: GrowMask expand (pixels added around the mask) and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the second prompt and KSampler's denoise (lower keeps more of the first picture).
+"""), {"title": "1. Load models", "columns": [["1", "2", "3"], ["4"]]}],
+            [{"title": "2. Generate (concepts recorded while sampling)",
+              "columns": [["5", "6", "7"], ["8", "9", "10"]]}],
+            [{"title": "3. Mask by concept", "columns": [["11", "12"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["13", "14", "15", "16"]]}],
+            [{"title": "5. Repaint the masked part with a new prompt", "columns": [["17", "18"], ["19", "20"]]}],
+            [{"title": "6. Paste into the first picture", "columns": [["21", "22"]]}],
+        ],
+        "titles": {"4": "Shift (ModelSamplingAuraFlow)", "6": "Prompt", "7": "Negative prompt",
+                   "12": "Preview: each concept's map", "14": "Feather: mask to image", "15": "Feather: blur",
+                   "16": "Feather: back to mask", "17": "Second prompt (the repainted part)",
+                   "18": "Noise mask (repaint only it)", "19": "KSampler (repaint)",
+                   "21": "Paste the repainted part"},
+    },
+    "qwen_image_edit_mask_photo": {
+        "stages": [
+            [note("""
+Qwen-Image-Edit 2509: mask one thing in a photo by concept (e.g. the jacket), then edit only there with an instruction, and put the edited part back into the photo at its own size. Loaders, shift (ModelSamplingAuraFlow 3), CFGNorm, the two TextEncodeQwenImageEditPlus and the sampler are those of ComfyUI's Qwen-Image-Edit 2509 template without its Lightning LoRA: 20 steps, cfg 4, euler, simple.
+
+What to change:
+- 2: your photo. It is scaled to about 1 megapixel (megapixels); the final composite is made at the photo's own size.
+- 3: Concept Attention's concepts: name what is in the photo (jacket, face, hair, ... and background). Concept Saliency's concept: the part to edit. seed_count: more seeds, cleaner masks, slower.
+- 4: GrowMask expand (pixels added around the mask) and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the edit instruction (the photo is its Picture 1) and the seed.
+"""), {"title": "1. Load models", "columns": [["1", "2", "3"], ["4", "5"]]}],
+            [{"title": "2. Load the photo", "columns": [["7", "8", "9"]]}],
+            [{"title": "3. Mask by concept", "columns": [["6", "10"], ["11"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["12", "13", "14", "15"]]}],
+            [{"title": "5. Edit the masked part", "columns": [["16", "17", "18"], ["19", "20"]]}],
+            [{"title": "6. Composite at the photo's size", "columns": [["21", "22"]]}],
+        ],
+        "titles": {"4": "Shift (ModelSamplingAuraFlow)", "8": "Scale to about 1 MP",
+                   "10": "Concept Saliency (the photo, 3 seeds)", "11": "Preview: segmentation",
+                   "13": "Feather: mask to image", "14": "Feather: blur", "15": "Feather: back to mask",
+                   "16": "Edit instruction (Picture 1: the photo)", "17": "Negative (empty, with the photo)",
+                   "18": "Noise mask (edit only it)", "19": "KSampler (edit)",
+                   "21": "Edited part over the photo"},
     },
     "flux_concept_grid": {
         "stages": [

@@ -91,6 +91,12 @@ class Family:
         (the cross-attention variant compares queries before RoPE). No RoPE: as they are."""
         return q[:, :, image][rows]
 
+    def reference_grids(self, diffusion, call: ModelCall) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """(token grid, latent size) of each reference image of an edit, in the order its tokens
+        follow the generated image's: Flux Kontext, Flux.2 and Qwen-Image-Edit pass them as
+        `ref_latents` and append them, patchified like the image."""
+        return [(self.token_grid(diffusion, ref), tuple(ref.shape[-2:])) for ref in call.conds.get("ref_latents") or []]
+
     def patch_size(self, diffusion) -> int:
         return int(diffusion.patch_size)
 

@@ -1,6 +1,8 @@
 """Test-only ComfyUI nodes: tiny stand-ins for the Flux.1 UNET, DualCLIP and VAE loaders and the
 Flux.2 Klein UNET, CLIP (qwen_3_4b, type flux2) and VAE (flux2-vae) loaders, and an SD3/SD3.5
-checkpoint loader (MODEL, CLIP, VAE, like CheckpointLoaderSimple on sd3.5_large_fp8_scaled), so that
+checkpoint loader (MODEL, CLIP, VAE, like CheckpointLoaderSimple on sd3.5_large_fp8_scaled), and the
+Qwen-Image UNET (qwen_image / qwen_image_edit_2509), CLIP (qwen_2.5_vl_7b, type qwen_image, with a
+tiny vision tower for TextEncodeQwenImageEditPlus) and VAE (qwen_image_vae) loaders, so that
 workflows run headless with no model files. Loaded by the test server beside the pack. The Klein
 ones need ComfyUI 0.29 (Flux.2 classes) when they run; the module imports on 0.3.64 too."""
 import pathlib
@@ -12,6 +14,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from tiny_flux import build_flux, build_flux2, tiny_clip, tiny_klein_clip  # noqa: E402
 from tiny_sd3 import VARIANTS as SD3_VARIANTS, build_sd3, tiny_sd3_clip  # noqa: E402
+from tiny_qwen import build_qwen_image  # noqa: E402
+from tiny_qwen_vision import tiny_qwen_vl_clip  # noqa: E402
 
 
 SEED = ("INT", {"default": 0})
@@ -74,6 +78,18 @@ class TinyFlux2VAE(TinyVAE):
     upscale_ratio = 16
 
 
+class TinyQwenImageVAE(TinyVAE):
+    """Like the Wan 2.1 VAE of Qwen-Image (qwen_image_vae.safetensors) from the outside: 16 channels
+    at 8x with a frame axis, encode [B, H, W, 3] -> [B, 16, 1, H/8, W/8]; decode takes that or
+    [B, 16, h, w] (EmptySD3LatentImage's, before the sampler adds the frame axis)."""
+
+    def encode(self, pixels):
+        return super().encode(pixels).unsqueeze(2)
+
+    def decode(self, latent):
+        return super().decode(latent[:, :, 0] if latent.ndim == 5 else latent)
+
+
 def _sd3_checkpoint(seed, variant):
     """CheckpointLoaderSimple on an SD3 / SD3.5 checkpoint that has its text encoders and VAE
     (sd3.5_large_fp8_scaled.safetensors has them), tiny and random: a 3-block MMDiT of the variant,
@@ -95,4 +111,7 @@ NODE_CLASS_MAPPINGS = {
     "TinyFlux2VAELoader": _loader("VAE", TinyFlux2VAE),
     "TinySD3CheckpointLoader": _loader(("MODEL", "CLIP", "VAE"), _sd3_checkpoint, seed=SEED,
                                        variant=(list(SD3_VARIANTS), {"default": "sd35_large"})),
+    "TinyQwenImageLoader": _loader("MODEL", lambda seed: build_qwen_image(seed=seed), seed=SEED),
+    "TinyQwenImageClipLoader": _loader("CLIP", tiny_qwen_vl_clip, seed=SEED),
+    "TinyQwenImageVAELoader": _loader("VAE", TinyQwenImageVAE),
 }
