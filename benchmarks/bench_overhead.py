@@ -1,10 +1,13 @@
-"""Cost of ConceptAttention on a Flux.1, Flux.2 or SD3.5 Large with the real block width, inside real ComfyUI.
+"""Cost of ConceptAttention on a Flux.1, Flux.2, SD3.5 Large or Qwen-Image with the real block width, inside
+real ComfyUI.
 
 The model is a Flux.1 dev with the real block width (hidden 3072, 24 heads, MLP ratio 4, text
-context 4096, pooled 768), a Flux.2 (Klein 4B, dev) or an SD3.5 Large (ComfyUI's MMDiT: hidden
-2432 = 64 x 38, 38 heads of 64, text context 4096, pooled 2048, RMS QK-norm), random weights and a
-chosen number of blocks. In one process, and interleaved (each round runs the plain model, then
-every patched configuration; medians over --repeats rounds), it measures:
+context 4096, pooled 768), a Flux.2 (Klein 4B, dev), an SD3.5 Large (ComfyUI's MMDiT: hidden
+2432 = 64 x 38, 38 heads of 64, text context 4096, pooled 2048, RMS QK-norm) or a Qwen-Image
+(ComfyUI's QwenImageTransformer2DModel: hidden 3072 = 24 heads of 128, text width 3584 from
+Qwen2.5-VL 7B, 60 dual-stream blocks, optionally with reference latents as the edit models take
+them), random weights and a chosen number of blocks. In one process, and interleaved (each round
+runs the plain model, then every patched configuration; medians over --repeats rounds), it measures:
 
 - sampling wall time and peak extra memory, plain vs patched, per image size, number of
   concepts C and block selection;
@@ -22,11 +25,21 @@ Prints markdown tables and writes benchmarks/results/<name>.json.
     python benchmarks/bench_overhead.py --preset gpu     # full depth (19 + 38 blocks), bf16, CUDA
     python benchmarks/bench_overhead.py --preset sd35-large-cpu                # SD3.5 Large width, 3 joint blocks
     python benchmarks/bench_overhead.py --preset sd35-large-gpu --sizes 512,1024  # 38 joint blocks, bf16, CUDA
+    python benchmarks/bench_overhead.py --preset qwen-image-cpu                # Qwen-Image width, 2 of its 60 blocks
+    python benchmarks/bench_overhead.py --preset qwen-image-cpu --references 1 # an edit model: one reference image
+    python benchmarks/bench_overhead.py --preset qwen-image-gpu                # 60 blocks, bf16, CUDA
 
 SD3 (ComfyUI's MMDiT) derives its width from its depth (hidden = 64 x depth, heads = depth); the
 model is built with depth 38 for the width and num_blocks = --depth joint blocks. --hidden (a
 multiple of 64; smoke tests only) builds it with depth hidden / 64 for the width (heads = hidden /
 64). SD3 has no single blocks (--single 0).
+
+Qwen-Image has dual-stream blocks only (--single 0); --depth picks how many of its 60. Its prompt is
+what the Qwen2.5-VL encoder gives after ComfyUI drops the template's system part, unpadded: default
+--text-tokens 64 for this family. --references R adds R reference latents of the generated image's
+size to the conditioning ("reference_latents", as the edit models' TextEncodeQwenImageEdit gives
+them): each adds as many image tokens to the joint sequence as the generated image has (the concept
+stream attends to the generated image's tokens only).
 """
 from __future__ import annotations
 
@@ -67,27 +80,40 @@ PRESETS = {
                            steps_check="", repeats=3),
     "sd35-large-gpu": dict(family="sd35-large", device="cuda", dtype="bf16", depth=38, single=0, sizes="512,1024",
                            steps=4, steps_check="4,28", repeats=5),
+    # Qwen-Image: 60 dual-stream blocks at full depth; on CPU 2 (the per-block ratios carry over: every block is alike).
+    "qwen-image-cpu": dict(family="qwen-image", device="cpu", dtype="fp32", depth=2, single=0, sizes="512", steps=1,
+                           steps_check="", repeats=3),
+    "qwen-image-gpu": dict(family="qwen-image", device="cuda", dtype="bf16", depth=60, single=0, sizes="512,1024",
+                           steps=4, steps_check="4,28", repeats=5),
 }
 # Real widths per family: architecture, hidden size, heads (head dim 128; SD3: 64), text width (the encoder's
-# hidden states; Flux.2 stacks three layers; SD3: CLIP-L/G zero-padded to T5's 4096, then T5), pooled vector,
-# latent channels, pixels per latent pixel and latent pixels per token side, guidance input, MLP ratio, and
-# the default block selections (each family's default, then all).
+# hidden states; Flux.2 stacks three layers; SD3: CLIP-L/G zero-padded to T5's 4096, then T5; Qwen-Image:
+# Qwen2.5-VL 7B), pooled vector, latent channels, pixels per latent pixel and latent pixels per token side,
+# guidance input, MLP ratio, the default block selections (each family's default, then all) and the default
+# --text-tokens (T5's padding for Flux and SD3; Qwen-Image's encoder does not pad: a short prompt).
 FAMILIES = {
     "flux1": dict(label="Flux.1 dev", arch="flux1", hidden=3072, heads=24, text=4096, pooled=768, channels=16,
-                  scale=8, patch=2, guidance=True, mlp=4.0, blocks="last 4;all"),
+                  scale=8, patch=2, guidance=True, mlp=4.0, blocks="last 4;all", text_tokens=256),
     "klein": dict(label="Flux.2 Klein 4B", arch="flux2", hidden=3072, heads=24, text=3 * 2560, pooled=None,
-                  channels=128, scale=16, patch=1, guidance=False, mlp=3.0, blocks="last 4;all"),
+                  channels=128, scale=16, patch=1, guidance=False, mlp=3.0, blocks="last 4;all", text_tokens=256),
     "flux2-dev": dict(label="Flux.2 dev", arch="flux2", hidden=6144, heads=48, text=3 * 5120, pooled=None,
-                      channels=128, scale=16, patch=1, guidance=True, mlp=3.0, blocks="last 4;all"),
+                      channels=128, scale=16, patch=1, guidance=True, mlp=3.0, blocks="last 4;all", text_tokens=256),
     # MMDiT: no guidance embedding, GELU MLP ratio 4, RMS QK-norm; the pack's default is the last fifth (38 -> 8).
     "sd35-large": dict(label="SD3.5 Large", arch="sd3", hidden=64 * 38, heads=38, text=4096, pooled=2048, channels=16,
-                       scale=8, patch=2, guidance=False, mlp=4.0, blocks="last 8;all"),
+                       scale=8, patch=2, guidance=False, mlp=4.0, blocks="last 8;all", text_tokens=256),
+    # QwenImageTransformer2DModel: dual-stream blocks only, GELU-tanh FeedForward ratio 4 on both streams, RMS
+    # QK-norm, no pooled vector, no guidance, 5-D latents [B, 16, 1, h, w]; the pack's default ('auto') is the
+    # last round(60 * 4 / 19) = 13 blocks.
+    "qwen-image": dict(label="Qwen-Image", arch="qwen", hidden=3072, heads=24, text=3584, pooled=None, channels=16,
+                       scale=8, patch=2, guidance=False, mlp=4.0, blocks="last 13;all", text_tokens=64),
 }
+QWEN_AXES_DIMS_ROPE = (16, 56, 56)  # Qwen-Image's RoPE axes at head dim 128
 SD3_CLIP_TOKENS, SD3_CLIP_WIDTH = 77, 2048  # the CLIP-L/G rows at the start of SD3's prompt, and their width
 SD3_POS_EMBED_MAX = 192  # SD3.5 Large's pos_embed grid (up to 192 x 192 tokens: 3072 px)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The concept stream's functions (nodes/concept_stream.py), timed in every module of the pack that calls them
-# (patching.py: the attention and scores; families/flux1.py: Flux's text side and undo_rope).
+# (patching.py: the attention and scores; families/flux1.py: Flux's text side and undo_rope; families/qwen_image.py:
+# undo_rope of the cross-attention variant's image queries).
 STREAM_PIECES = ("concept_qkv", "concept_attention", "concept_update", "output_space_scores",
                  "cross_attention_scores", "normalize_over_concepts", "undo_rope")
 
@@ -96,24 +122,30 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="cpu", help="defaults for the options below")
     parser.add_argument("--family", choices=FAMILIES,
-                        help="model family (default flux1; the klein/flux2-dev/sd35-large presets set it)")
+                        help="model family (default flux1; the klein/flux2-dev/sd35-large/qwen-image presets set it)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument("--dtype", choices=DTYPES)
-    parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19); SD3: joint blocks (SD3.5 Large: 38)")
-    parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38); SD3 has none: 0")
+    parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19); SD3: joint blocks (SD3.5 Large: 38); "
+                                                   "Qwen-Image: dual-stream blocks (60)")
+    parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38); SD3 and Qwen-Image have none: 0")
     parser.add_argument("--sizes", help="image sizes in pixels, comma-separated (square)")
     parser.add_argument("--steps", type=int, help="sampling steps of the timed runs")
     parser.add_argument("--steps-check", help="two step counts whose peak memory is compared")
     parser.add_argument("--repeats", type=int, help="interleaved rounds; medians are reported")
     parser.add_argument("--concepts", default="1,8,32", help="concept counts C")
     parser.add_argument("--blocks", help="';'-separated block selections (default: 'last 4;all'; SD3.5 Large: "
-                                         "'last 8;all', the pack's default for 38 joint blocks)")
+                                         "'last 8;all', the pack's default for 38 joint blocks; Qwen-Image: "
+                                         "'last 13;all', the pack's default for 60 blocks)")
     parser.add_argument("--focus", type=int, default=8,
                         help="C of the full-attention reference, the encode path and the steps check")
-    parser.add_argument("--text-tokens", type=int, default=256,
-                        help="T5 prompt tokens (ComfyUI pads Flux's T5 prompt to at least 256; Flux.2 pads the "
-                             "prompt to 512). SD3: the T5 tokens after its 77 CLIP-L/G rows (77 + 256 = 333; "
-                             "ComfyUI pads SD3's T5 part to at least 77)")
+    parser.add_argument("--text-tokens", type=int,
+                        help="T5 prompt tokens (default 256: ComfyUI pads Flux's T5 prompt to at least 256; Flux.2 "
+                             "pads the prompt to 512). SD3: the T5 tokens after its 77 CLIP-L/G rows (77 + 256 = 333; "
+                             "ComfyUI pads SD3's T5 part to at least 77). Qwen-Image: the Qwen2.5-VL rows the model "
+                             "gets (default 64; not padded: a short prompt and the template's closing tokens)")
+    parser.add_argument("--references", type=int, default=0,
+                        help="Qwen-Image only: reference latents of the generated image's size in the conditioning "
+                             "(edit models): each adds the generated image's token count to the joint sequence")
     parser.add_argument("--hidden", type=int,
                         help="block width (default: the family's); change only for smoke tests. SD3: a multiple "
                              "of 64; the MMDiT is then built with depth hidden/64 for the width (heads = hidden/64)")
@@ -121,7 +153,7 @@ def parse_args():
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", "/opt/ComfyUI"))
     parser.add_argument("--name", help="results file name (default from the settings)")
     args = parser.parse_args()
-    single_given = args.single  # a Flux preset's single blocks do not apply to --family sd35-large
+    single_given = args.single  # a Flux preset's single blocks do not apply to --family sd35-large / qwen-image
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -137,16 +169,29 @@ def parse_args():
         if single_given:
             parser.error(f"--single {args.single}: SD3 has joint blocks only (use --single 0)")
         args.single = 0
+    if spec["arch"] == "qwen":  # dual-stream blocks only; heads of 128 unless --heads says otherwise
+        if single_given:
+            parser.error(f"--single {args.single}: Qwen-Image has dual-stream blocks only (use --single 0)")
+        args.single = 0
+        if args.heads is None:
+            args.heads = spec["heads"] if args.hidden == spec["hidden"] else max(1, args.hidden // 128)
+        if args.hidden % args.heads or (args.hidden // args.heads) % 16:
+            parser.error(f"--hidden {args.hidden} --heads {args.heads}: Qwen-Image's head dim (hidden / heads) must "
+                         "be a whole multiple of 16 (its RoPE splits it over three axes)")
+    if args.references < 0 or (args.references and spec["arch"] != "qwen"):
+        parser.error(f"--references {args.references}: only for Qwen-Image (--family qwen-image), 0 or more")
     args.heads = args.heads or (args.hidden // 64 if spec["arch"] == "sd3" else spec["heads"])
+    args.text_tokens = args.text_tokens or spec["text_tokens"]
     args.text_dim, args.mlp_ratio = spec["text"], spec["mlp"]
     args.blocks = args.blocks or spec["blocks"]
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.concepts = [int(c) for c in args.concepts.split(",")]
     args.steps_check = [int(s) for s in args.steps_check.split(",")] if args.steps_check else []
     args.blocks = [b.strip() for b in args.blocks.split(";")]
-    blocks = f"d{args.depth}" if spec["arch"] == "sd3" else f"d{args.depth}s{args.single}"
+    blocks = f"d{args.depth}" if spec["arch"] in ("sd3", "qwen") else f"d{args.depth}s{args.single}"
     width = f"-w{args.hidden}" if hidden_given else ""  # a smoke test's file never takes the real width's name
-    args.name = args.name or (f"{args.family}-{args.device}-{args.dtype}-{blocks}{width}-"
+    references = f"-ref{args.references}" if args.references else ""  # an edit configuration: its own results
+    args.name = args.name or (f"{args.family}-{args.device}-{args.dtype}-{blocks}{width}{references}-"
                               + "-".join(map(str, args.sizes)))
     return args
 
@@ -165,11 +210,13 @@ def start(args):
 def build_model(args):
     """A ModelPatcher around a model of the family's real width with random weights (std 0.02, norm and
     QK-norm scales 1; SD3's pos_embed buffer, allocated empty, std 0.02 too), initialised in place so that
-    only one copy of the weights exists."""
+    only one copy of the weights exists. A linear layer named after a norm (Qwen-Image's norm_out.linear,
+    the final modulation) is a weight like the others."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
     from tiny_flux import flux2_config, flux_config
+    from tiny_qwen import qwen_config
     from tiny_sd3 import sd3_config
 
     arch = FAMILIES[args.family]["arch"]
@@ -184,6 +231,14 @@ def build_model(args):
                             pooled=FAMILIES[args.family]["pooled"])
         config.update(num_blocks=args.depth, num_patches=SD3_POS_EMBED_MAX ** 2, pos_embed_max_size=SD3_POS_EMBED_MAX)
         model_config = comfy.supported_models.SD3(config)
+    elif arch == "qwen":
+        # ComfyUI's QwenImageTransformer2DModel as model_detection derives it from a Qwen-Image checkpoint (the
+        # "index" reference method of Qwen-Image / Edit / Edit 2509), --depth of its 60 dual-stream blocks
+        head_dim = args.hidden // args.heads
+        config = qwen_config(layers=args.depth, heads=args.heads, head_dim=head_dim, text=args.text_dim)
+        if head_dim == 128:
+            config["axes_dims_rope"] = QWEN_AXES_DIMS_ROPE
+        model_config = comfy.supported_models.QwenImage(config)
     else:
         config = flux2_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
                               context=args.text_dim, guidance=FAMILIES[args.family]["guidance"])
@@ -191,10 +246,12 @@ def build_model(args):
     model_config.set_inference_dtype(DTYPES[args.dtype], None)
     model = model_config.get_model({})
     generator = torch.Generator().manual_seed(0)
+    linear = {name for name, module in model.diffusion_model.named_modules() if isinstance(module, torch.nn.Linear)}
     with torch.no_grad():
         for name, param in model.diffusion_model.named_parameters():
             param.normal_(0.0, 0.02, generator=generator)
-            if "norm" in name or ".ln_" in name:  # SD3's QK RMS norms are attn.ln_q / attn.ln_k
+            # SD3's QK RMS norms are attn.ln_q / attn.ln_k; Qwen-Image's norm_out.linear is a linear layer
+            if ("norm" in name or ".ln_" in name) and name.rpartition(".")[0] not in linear:
                 param.add_(1.0)
         pos_embed = getattr(model.diffusion_model, "pos_embed", None)
         if torch.is_tensor(pos_embed):
@@ -230,16 +287,19 @@ def stream_targets() -> list[tuple[object, str, str]]:
     """(owner, attribute, label) of every piece of the concept stream, where the pack calls it now:
 
     - each STREAM_PIECES function in every module of the pack that imports it (patching.py: the
-      attention and the scores; families/flux1.py: Flux's concept_qkv, concept_update and undo_rope);
+      attention and the scores; families/flux1.py: Flux's concept_qkv, concept_update and undo_rope;
+      families/qwen_image.py: undo_rope);
     - each family's text side: Family.text_side (Flux.1 computes the concepts' text-side modulation
-      there) and SD3's ContextSide.project / update (its context half's pre_attention / post_attention:
-      modulation, qkv and QK-norm / proj and MLP);
+      there, Qwen-Image its txt_mod), SD3's ContextSide.project / update (its context half's
+      pre_attention / post_attention: modulation, qkv and QK-norm / proj and MLP) and Qwen-Image's
+      QwenTextSide.project / update (txt_norm1, modulation, add_q/k/v with norm_added_q/k and RoPE /
+      to_add_out, txt_norm2, modulation and txt_mlp);
     - the per-call set-up (ConceptForward.__init__) and the accumulation (ConceptCapture.add).
 
     A STREAM_PIECES function that no module imports (it was renamed or moved) is an error: the table
     would silently lose it."""
     from concept_attention_pack.nodes import concept_stream, families, patching
-    from concept_attention_pack.nodes.families import base, sd3
+    from concept_attention_pack.nodes.families import base, qwen_image, sd3
 
     modules = [module for key, module in sorted(sys.modules.items())
                if key.startswith(f"{PACK}.nodes.") and module is not None and module is not concept_stream]
@@ -253,7 +313,8 @@ def stream_targets() -> list[tuple[object, str, str]]:
     owners = {cls for family in families.FAMILIES for cls in type(family).__mro__
               if "text_side" in vars(cls) and cls is not base.Family}
     targets += [(cls, "text_side", "Family.text_side") for cls in sorted(owners, key=lambda c: c.__name__)]
-    targets += [(sd3.ContextSide, name, f"ContextSide.{name}") for name in ("project", "update")]
+    targets += [(side, name, f"{side.__name__}.{name}") for side in (sd3.ContextSide, qwen_image.QwenTextSide)
+                for name in ("project", "update")]
     targets += [(owner, name, f"{owner.__name__}.{name}")
                 for owner, name in ((patching.ConceptForward, "__init__"), (patching.ConceptCapture, "add"))]
     return targets
@@ -358,6 +419,10 @@ class Bench:
         self.pooled = torch.randn(1, self.spec["pooled"], generator=generator) if self.spec["pooled"] else None
         count = max(args.concepts + [args.focus])
         self.embeddings = torch.randn(count, args.text_dim, generator=generator)
+        self.qwen = self.spec["arch"] == "qwen"
+        # edit models: reference latents (as VAE Encode gives them) of the generated image's size, one per size
+        self.references = {size: [torch.randn(self.latent(size).shape, generator=torch.Generator().manual_seed(3 + i))
+                                  for i in range(args.references)] for size in args.sizes}
         if self.sd3:  # as SD3's text encoders give them: the CLIP-L/G rows (and the concepts) zero-padded to 4096
             self.context[:, :SD3_CLIP_TOKENS, SD3_CLIP_WIDTH:] = 0
             self.embeddings[:, SD3_CLIP_WIDTH:] = 0
@@ -367,20 +432,26 @@ class Bench:
         return self.api.patch_model(self.model, self.embeddings[:concepts], self.names[:concepts], blocks=blocks)
 
     def latent(self, size):
-        return torch.zeros(1, self.spec["channels"], size // self.spec["scale"], size // self.spec["scale"])
+        """An empty latent; Qwen-Image's are 5-D [B, 16, 1, h, w] (one frame)."""
+        side = size // self.spec["scale"]
+        frames = (1,) if self.spec["arch"] == "qwen" else ()
+        return torch.zeros(1, self.spec["channels"], *frames, side, side)
 
-    def conditioning(self):
-        """The prompt as CLIP Text Encode gives it: [[context, {pooled_output (Flux.1, SD3), guidance}]]."""
-        extra = {"pooled_output": self.pooled} if self.pooled is not None else {}
+    def conditioning(self, size):
+        """The prompt as CLIP Text Encode gives it: [[context, {pooled_output (Flux.1, SD3), guidance}]];
+        Qwen-Image: pooled_output None and, with --references, the edit models' reference_latents."""
+        extra = {"pooled_output": self.pooled} if self.pooled is not None or self.qwen else {}
+        if self.args.references:
+            extra["reference_latents"] = self.references[size]
         return [[self.context, {**extra, **({"guidance": 3.5} if self.spec["guidance"] else {})}]]
 
     def sample(self, model, size, steps):
         """Flux dev's usual sampling: cfg 1 (the guidance is embedded; no negative pass), euler, simple.
-        SD3 the same way (cfg 1: one model pass per step, as for Flux)."""
+        SD3 and Qwen-Image the same way (cfg 1: one model pass per step, as for Flux)."""
         import comfy.sample
         latent = self.latent(size)
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
-        cond = self.conditioning()
+        cond = self.conditioning(size)
         return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", cond, cond, latent, disable_pbar=True)
 
     def variant(self, variant):
@@ -401,7 +472,10 @@ class Bench:
             measure = self.meter.peak_mb if probe else self.meter.seconds
             result["peak_mb" if probe else "seconds"], samples = measure(lambda: self.sample(model, size, steps))
         if probe and variant:
-            result["maps"] = self.api.concept_maps(model, samples, source="sampling").maps
+            found = self.api.concept_maps(model, samples, source="sampling")
+            result["maps"] = found.maps
+            # reference images with maps of their own (their tokens scored too), where the pack gives them
+            result["reference_maps"] = len(getattr(found, "references", None) or ())
         return result
 
     def configs(self):
@@ -439,11 +513,14 @@ class Bench:
             pieces = [run["stream_pieces_s"] for run in (probe, *timed) if "stream_pieces_s" in run]
             stream = statistics.median(sum(p.values()) for p in pieces)
             pack_maps = runs[(c, label, scored, "pack")][0]["maps"]
+            scored_references = probe["reference_maps"] * _image_tokens(self.args, size)
             rows.append(dict(
                 size=size, tokens=_image_tokens(self.args, size), concepts=c, blocks=label, scored_blocks=len(scored),
                 variant=variant, steps=steps, plain_s=plain_s, patched_s=statistics.median(seconds),
                 overhead_pct=100 * (statistics.median(ratios) - 1), stream_s=stream, stream_pct=100 * stream / plain_s,
-                estimate_pct=100 * stream_flops(self.args, size, c, scored, variant) / forward_flops(self.args, size),
+                reference_tokens=_reference_tokens(self.args, size), reference_maps=probe["reference_maps"],
+                estimate_pct=100 * stream_flops(self.args, size, c, scored, variant, scored_references)
+                / forward_flops(self.args, size),
                 plain_peak_mb=plain_probe["peak_mb"], extra_peak_mb=probe["peak_mb"] - plain_probe["peak_mb"],
                 stream_pieces_s={k: statistics.median(p[k] for p in pieces) for k in pieces[0]},
                 maps_max_diff_vs_pack=(probe["maps"] - pack_maps).abs().max().item(),
@@ -451,20 +528,29 @@ class Bench:
         return rows
 
     def encode(self, size):
-        """The encode path vs one full forward of the plain model (batch 1, same size and prompt)."""
+        """The encode path vs one full forward of the plain model (batch 1, same size and prompt; with
+        --references, the forward carries the reference latents as sampling gives them to the model, and
+        the encode path is given them in its CONDITIONING; what the encode pass feeds the model is
+        recorded: encode_reference_tokens)."""
         import comfy.model_management
         label = self.configs()[0][1]
         model = self.patched(self.args.focus, label.split(" = ")[0])
         latent = torch.randn(self.latent(size).shape, generator=torch.Generator().manual_seed(2))
         base = self.model.model
         prompt = {"pooled_output": self.pooled} if self.pooled is not None else {}  # SD3's encode_adm reads it
-        context = base.extra_conds(cross_attn=self.context, **prompt)["c_crossattn"].cond  # as sampling prepares it
+        if self.args.references:
+            prompt["reference_latents"] = self.references[size]
+        conds = base.extra_conds(cross_attn=self.context, **prompt)  # as sampling prepares them
+        context = conds["c_crossattn"].cond
         inputs = {"guidance": torch.full((1,), 3.5)} if self.spec["guidance"] else {}
         if self.pooled is not None:
             inputs["y"] = self.pooled
+        if "ref_latents" in conds:  # Qwen-Image edit: process_latent_in applied (apply_model moves them)
+            inputs["ref_latents"] = conds["ref_latents"].cond
 
-        # SD3's encode path needs the prompt's pooled vector: a CONDITIONING carries it (Flux: the prompt alone)
-        conditioning = [[self.context, {"pooled_output": self.pooled}]] if self.sd3 else self.context
+        # SD3's encode path needs the prompt's pooled vector, Qwen-Image edit's the references: a CONDITIONING
+        # carries them, as the node is given it (Flux: the prompt alone)
+        conditioning = self.conditioning(size) if self.sd3 or self.qwen else self.context
 
         def encode():
             return self.api.concept_maps(model, latent, source="latent", sigma=0.5, conditioning=conditioning)
@@ -475,17 +561,37 @@ class Bench:
                 return base.apply_model(latent.to(self.device), torch.full((1,), 0.5, device=self.device),
                                         c_crossattn=context, **inputs)
 
-        encode(), forward()  # warm-up
+        # warm-up; the encode pass's image tokens beyond the generated image's (reference latents), as the
+        # diffusion model receives them
+        diffusion, seen = base.diffusion_model, {}
+        own_forward = vars(diffusion).get("forward")  # an instance attribute someone set, kept
+        original_forward = diffusion.forward
+
+        def spy(*args, **kwargs):
+            seen.setdefault("ref_latents", kwargs.get("ref_latents"))
+            return original_forward(*args, **kwargs)
+
+        diffusion.forward = spy
+        try:
+            encode()
+        finally:
+            if own_forward is None:
+                del diffusion.forward
+            else:
+                diffusion.forward = own_forward
+        encode_refs = sum(_latent_tokens(self.args, ref) for ref in seen.get("ref_latents") or [])
+        forward()
         times = {"encode": [], "forward": []}
         for _ in range(self.args.repeats):
             times["encode"].append(self.meter.seconds(encode)[0])
             times["forward"].append(self.meter.seconds(forward)[0])
         encode_s, forward_s = (statistics.median(times[k]) for k in ("encode", "forward"))
         scored = self.capture.parse_blocks(label.split(" = ")[0], self.args.depth)
-        estimate = (encode_flops(self.args, size, scored) + stream_flops(self.args, size, self.args.focus, scored, "pack")
-                    ) / forward_flops(self.args, size)
+        estimate = (encode_flops(self.args, size, scored, encode_refs)
+                    + stream_flops(self.args, size, self.args.focus, scored, "pack")) / forward_flops(self.args, size)
         return dict(size=size, concepts=self.args.focus, blocks=label, encode_s=encode_s, forward_s=forward_s,
-                    ratio=encode_s / forward_s, estimate_ratio=estimate, raw=times)
+                    ratio=encode_s / forward_s, estimate_ratio=estimate, forward_reference_tokens=_reference_tokens(
+                        self.args, size), encode_reference_tokens=encode_refs, raw=times)
 
     def steps_check(self, size):
         """Peak extra memory of the patched model at two step counts (one plain/patched pair each)."""
@@ -504,12 +610,15 @@ def forward_flops(args, size) -> float:
     """Analytic multiply-adds of one forward (batch 1): every block costs 12 d^2 per token (qkv 3, proj
     1, MLP 8; single blocks: linear1 7, linear2 5) plus 2 T^2 d for attention, and its modulation (double
     or joint blocks 12 d^2, single blocks 3 d^2); SD3's last joint block only projects its text tokens
-    (see _joint_block_flops); SD3 has no single blocks. Plus the text and image input projections."""
+    (see _joint_block_flops); SD3 and Qwen-Image have no single blocks. Qwen-Image's reference latents
+    (--references) are image tokens like the generated image's: in every linear layer of the image half,
+    in the joint attention and in the image input projection. Plus the text and image input projections."""
     d, n, text = args.hidden, _image_tokens(args, size), _text_tokens(args)
-    tokens = n + text
+    references = _reference_tokens(args, size)
+    tokens = n + references + text
     single = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 3 * d * d
-    return (sum(_joint_block_flops(args, size, index) for index in range(args.depth)) + args.single * single
-            + text * args.text_dim * d + n * 64 * d)
+    return (sum(_joint_block_flops(args, size, index, references) for index in range(args.depth))
+            + args.single * single + text * args.text_dim * d + (n + references) * 64 * d)
 
 
 def _arch(args) -> str:
@@ -522,8 +631,21 @@ def _image_tokens(args, size) -> int:
     return (size // (spec["scale"] * spec["patch"])) ** 2
 
 
+def _reference_tokens(args, size) -> int:
+    """Qwen-Image edit: the reference latents' tokens (--references of the generated image's size)."""
+    return args.references * _image_tokens(args, size)
+
+
+def _latent_tokens(args, latent) -> int:
+    """Tokens of a latent [B, C, (frames,) h, w] (patch x patch latent pixels each, padded up)."""
+    patch = FAMILIES[args.family]["patch"]
+    frames = latent.shape[2] if latent.ndim == 5 else 1
+    return frames * ((latent.shape[-2] + patch - 1) // patch) * ((latent.shape[-1] + patch - 1) // patch)
+
+
 def _text_tokens(args) -> int:
-    """Prompt tokens as the model sees them: Flux.2 pads to 512; SD3's 77 CLIP-L/G rows come before T5's."""
+    """Prompt tokens as the model sees them: Flux.2 pads to 512; SD3's 77 CLIP-L/G rows come before T5's;
+    Qwen-Image's are not padded."""
     if _arch(args) == "flux2":
         return max(args.text_tokens, 512)
     if _arch(args) == "sd3":
@@ -533,7 +655,7 @@ def _text_tokens(args) -> int:
 
 def _block_d2(args) -> float:
     """Multiply-adds per token of one block's linear layers, in d^2: qkv 3, proj 1, MLP 2r (Flux.2's
-    SiLU-gated MLP: 3r; SD3's GELU MLP: 2r)."""
+    SiLU-gated MLP: 3r; SD3's GELU MLP and Qwen-Image's GELU-tanh FeedForward, on both halves: 2r)."""
     return 4 + (3 if _arch(args) == "flux2" else 2) * args.mlp_ratio
 
 
@@ -542,32 +664,37 @@ def _pre_only(args, index) -> bool:
     return _arch(args) == "sd3" and index == args.depth - 1
 
 
-def _joint_block_flops(args, size, index) -> float:
-    """One double (joint) block: linear layers on every token, joint attention, modulation of both halves."""
+def _joint_block_flops(args, size, index, references=0) -> float:
+    """One double (joint) block: linear layers on every token, joint attention, modulation of both halves
+    (Qwen-Image: img_mod and txt_mod, 6 d^2 each). references: image tokens beyond the generated image's."""
     d, text = args.hidden, _text_tokens(args)
-    tokens = _image_tokens(args, size) + text
+    tokens = _image_tokens(args, size) + references + text
     flops = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 12 * d * d
     if _pre_only(args, index):
         flops -= (_block_d2(args) - 3) * d * d * text + 4 * d * d
     return flops
 
 
-def encode_flops(args, size, scored) -> float:
-    """The encode pass: the plain forward's double (joint) blocks up to the last scored one."""
-    return (sum(_joint_block_flops(args, size, index) for index in range(scored[-1] + 1))
+def encode_flops(args, size, scored, references=0) -> float:
+    """The encode pass: the plain forward's double (joint) blocks up to the last scored one, with the
+    reference tokens the encode pass gives the model (references)."""
+    return (sum(_joint_block_flops(args, size, index, references) for index in range(scored[-1] + 1))
             + _text_tokens(args) * args.text_dim * args.hidden)
 
 
-def stream_flops(args, size, concepts, scored, variant) -> float:
+def stream_flops(args, size, concepts, scored, variant, scored_references=0) -> float:
     """Analytic multiply-adds of the concept stream per model call: modulation (6 d^2; SD3's last block
     2 d^2), qkv (3 d^2 C), attention (2 C (C+N) d; the reference: 2 (C+N)^2 d), proj + MLP (9 d^2 C, not
-    after the stream's last block), scores (C N d per scored block) and the concepts' text projection."""
+    after the stream's last block), scores (C N d per scored block) and the concepts' text projection.
+    N is the generated image's tokens: the concepts do not attend to Qwen-Image's reference tokens;
+    scored_references: reference tokens that are scored too (C N_ref d per scored block), where the pack
+    gives the references maps of their own."""
     d, n, c = args.hidden, _image_tokens(args, size), concepts
     depth = scored[-1] + 1
     attention = 2 * (c + n) ** 2 * d if variant == REFERENCE else 2 * c * (c + n) * d
     modulation = (6 * depth - (4 if _pre_only(args, depth - 1) else 0)) * d * d
     return (modulation + depth * (3 * d * d * c + attention) + (depth - 1) * (_block_d2(args) - 3) * d * d * c
-            + len(scored) * c * n * d + c * args.text_dim * d)
+            + len(scored) * c * (n + scored_references) * d + c * args.text_dim * d)
 
 
 def markdown(rows, columns):
@@ -581,6 +708,13 @@ def report(args, meter, sampling, encode, steps):
     if _arch(args) == "sd3":
         blocks = f"{args.depth} joint blocks (the last one's text half pre_only)"
         prompt = f"{_text_tokens(args)} prompt tokens ({SD3_CLIP_TOKENS} CLIP-L/G + {args.text_tokens} T5)"
+    elif _arch(args) == "qwen":
+        blocks = f"{args.depth} dual-stream blocks"
+        prompt = f"{_text_tokens(args)} prompt tokens (Qwen2.5-VL, unpadded)"
+        if args.references:
+            prompt += (f", {args.references} reference latent{'s' if args.references > 1 else ''} of the generated "
+                       f"image's size (edit: {args.references} x the image's tokens more in the joint attention; the "
+                       f"concepts attend to the generated image's)")
     else:
         blocks = f"{args.depth} double + {args.single} single blocks"
         prompt = f"{_text_tokens(args)} prompt tokens"
@@ -590,7 +724,9 @@ def report(args, meter, sampling, encode, steps):
            f"time interpolated between the plain runs around it); memory: one probe run per model "
            f"({meter.method}).", ""]
     out.append(markdown(sampling, [
-        ("size", lambda r: f"{r['size']}^2 ({r['tokens']} tok)"), ("C", lambda r: str(r["concepts"])),
+        ("size", lambda r: f"{r['size']}^2 ({r['tokens']}"
+                           + (f" + {r['reference_tokens']} ref" if r.get("reference_tokens") else "") + " tok)"),
+        ("C", lambda r: str(r["concepts"])),
         ("blocks (scored)", lambda r: f"{r['blocks']} ({r['scored_blocks']})"), ("variant", lambda r: r["variant"]),
         ("plain s", lambda r: f"{r['plain_s']:.2f}"), ("patched s", lambda r: f"{r['patched_s']:.2f}"),
         ("wall overhead [range]", lambda r: f"{r['overhead_pct']:+.1f}% [{100 * (min(r['raw']['ratios']) - 1):+.0f}, "
@@ -615,6 +751,10 @@ def report(args, meter, sampling, encode, steps):
                         + [(n, lambda r, n=n: f"{r['stream_pieces_s'].get(n, 0.0):.3f}") for n in names]))
     if encode:
         out.append("\nEncode path (api.concept_maps, source='latent', one seed) vs one full forward:\n")
+        if args.references:
+            out.append(f"(the full forward carries the {args.references} reference latent(s); the encode path is given "
+                       f"them in its CONDITIONING; reference tokens it fed the model: "
+                       f"{', '.join(str(r['encode_reference_tokens']) for r in encode)})\n")
         out.append(markdown(encode, [
             ("size", lambda r: f"{r['size']}^2"), ("C", lambda r: str(r["concepts"])), ("blocks", lambda r: r["blocks"]),
             ("encode s", lambda r: f"{r['encode_s']:.2f}"), ("forward s", lambda r: f"{r['forward_s']:.2f}"),
