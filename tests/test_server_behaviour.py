@@ -113,3 +113,28 @@ def test_whitespace_only_edit_of_concepts_reruns_nothing(server):
     renamed["patch"]["inputs"]["concepts"] = "dragon\nsky\nground"
     renamed["saliency"]["inputs"]["concept"] = "dragon"
     assert not {"patch", "sampler"} & cached_nodes(server.run(renamed))
+
+
+def test_reference_image_of_an_edit_gets_masks_at_its_own_size(server):
+    """Flux.1 Kontext-style edit (ReferenceLatent on the prompt): Concept Saliency's picture 1 gives
+    the reference image's masks at the reference's size, picture 0 the generated image's; a
+    reference that does not exist is refused with the count."""
+    from comfy_server import WorkflowError
+    graph = _graph(KSAMPLER, ["sampler", 0], batch=1)
+    graph["reference"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 48, "height": 80, "batch_size": 1}}
+    graph["edit"] = {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["positive", 0],
+                                                                   "latent": ["reference", 0]}}
+    graph["sampler"]["inputs"]["positive"] = ["edit", 0]
+    graph["saliency_ref"] = copy.deepcopy(graph["saliency"])
+    graph["saliency_ref"]["inputs"]["picture"] = 1
+    graph["ref_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": ["saliency_ref", 2]}}
+    graph["preview_ref_mask"] = {"class_type": "PreviewImage", "inputs": {"images": ["ref_mask_image", 0]}}
+    entry = server.run(graph)
+    assert _image_sizes(server, entry, "preview_mask") == [(96, 64)]
+    assert _image_sizes(server, entry, "preview_ref_mask") == [(48, 80)]
+    [text] = saliency_text(entry, "saliency_ref")
+    assert text.startswith("maps captured while sampling") and text.endswith("of reference image 1")
+    graph["saliency_ref"]["inputs"]["picture"] = 2
+    with pytest.raises(WorkflowError, match=r"picture: reference image 2 does not exist for this latent \(the "
+                                            r"sampler's conditioning had 1 reference image\)"):
+        server.run(graph)
