@@ -465,6 +465,13 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
         raise ConceptInputError("conditioning: no prompt was given and this model was patched "
                                 "without a CLIP; connect a CONDITIONING.")
 
+    text_dim = family.text_dim(diffusion)
+    if context.ndim != 3 or context.shape[-1] != text_dim:
+        raise ConceptInputError(
+            f"conditioning: this prompt is {list(context.shape)} ({context.shape[-1]} features per token); this "
+            f"{family.name} model takes [1, L, {text_dim}]. Encode the prompt with the CLIP of this model "
+            f"({family.text_encoders}).")
+
     comfy.model_management.load_models_gpu([model])
     base = model.model
     device = model.load_device

@@ -285,3 +285,12 @@ def test_block_maps_node_lays_out_one_row_per_block_and_one_column_per_concept(a
     assert 0.0 <= grid.min() and grid.max() <= 1.0
     panels = grid.reshape(3, 43, 3, 64, 3)
     assert not torch.equal(panels[0, 20:, 0], panels[2, 20:, 0])  # blocks differ (below the labels)
+
+
+def test_a_prompt_of_another_family_is_refused_on_the_encode_path_with_both_widths(api, models, embeddings):
+    from concept_attention_pack.nodes.capture import ConceptInputError
+    patched = api.patch_model(models["sd3"], embeddings, NAMES)
+    flux_prompt = [[torch.zeros(1, 8, 64), {"pooled_output": torch.zeros(1, POOLED_DIM)}]]
+    with pytest.raises(ConceptInputError, match=r"conditioning: this prompt is \[1, 8, 64\] \(64 features per token\); "
+                                                r"this SD3 model takes \[1, L, 4096\]"):
+        api.concept_maps(patched, torch.zeros(1, 16, 8, 8), source="latent", conditioning=flux_prompt)
