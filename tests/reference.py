@@ -464,12 +464,10 @@ def reference_for(model_patcher, weight_deltas=None):
     return ReferenceFlux(diffusion, weight_deltas)
 
 
-def reference_maps(model_patcher, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0),
-                   normalize=True, weight_deltas=None):
-    """The maps the pack should give for the model calls a test recorded (tiny_flux.record_diffusion_calls):
-    the positive-prompt rows (cond_or_uncond 0) of the calls whose step lies in `window`, through the
-    family's reference, softmax per (call, block), then the mean per image: [B, C, N]."""
-    ref = reference_for(model_patcher, weight_deltas)
+def maps_over_calls(calls, scores_of, window=(0.0, 1.0)):
+    """The maps the pack should give for recorded model calls: the positive-prompt rows
+    (cond_or_uncond 0) of the calls whose step lies in `window`, scored by scores_of(call, rows) ->
+    {block: [b, C, N]}, softmax per (call, block), then the mean per image: [B, C, N]."""
     per_image = {}
     for call in calls:
         schedule = call["schedule"]
@@ -480,16 +478,25 @@ def reference_maps(model_patcher, calls, embeddings, blocks, variant="output spa
         for j, kind in enumerate(call["cond_or_uncond"]):
             if kind != 0:
                 continue
-            rows = slice(j * chunk, (j + 1) * chunk)
-            inputs = [call["x"][rows], call["t"][rows], call["context"][rows]]
-            if isinstance(ref, ReferenceFlux):
-                inputs.append(call["y"][rows])  # Flux.1's pooled vector
-            guidance = None if call["guidance"] is None else call["guidance"][rows]
-            scores = ref.concept_scores(*inputs, guidance, embeddings, blocks, variant, normalize)
-            for s in scores.values():
+            for s in scores_of(call, slice(j * chunk, (j + 1) * chunk)).values():
                 for image in range(chunk):
                     per_image.setdefault(image, []).append(s[image:image + 1])
     return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
+
+
+def reference_maps(model_patcher, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0),
+                   normalize=True, weight_deltas=None):
+    """maps_over_calls for the calls tiny_flux.record_diffusion_calls recorded, through the family's reference."""
+    ref = reference_for(model_patcher, weight_deltas)
+
+    def scores_of(call, rows):
+        inputs = [call["x"][rows], call["t"][rows], call["context"][rows]]
+        if isinstance(ref, ReferenceFlux):
+            inputs.append(call["y"][rows])  # Flux.1's pooled vector
+        guidance = None if call["guidance"] is None else call["guidance"][rows]
+        return ref.concept_scores(*inputs, guidance, embeddings, blocks, variant, normalize)
+
+    return maps_over_calls(calls, scores_of, window)
 
 
 def pad_flux2_context(context, length=512):

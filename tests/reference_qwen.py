@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from reference import linear_normalization, mean_softmax_maps, rotate, rotation_angles
+from reference import linear_normalization, rotate, rotation_angles
 
 
 def _linear(w, name, x):
@@ -164,23 +164,9 @@ class ReferenceQwenImage:
 
 def reference_qwen_maps(model_patcher, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0),
                         normalize=True):
-    """The maps the pack should give for the calls tiny_qwen.record_model_calls recorded (positive rows,
-    steps in `window`): softmax per (call, block), mean per image: [B, C, N]."""
+    """maps_over_calls for the calls tiny_qwen.record_model_calls recorded, through ReferenceQwenImage."""
+    from reference import maps_over_calls
     ref = ReferenceQwenImage(model_patcher.model.diffusion_model)
-    per_image = {}
-    for call in calls:
-        schedule = call["schedule"]
-        step = int((schedule >= call["sigma"]).sum()) - 1
-        if not window[0] <= step / (len(schedule) - 1) < window[1]:
-            continue
-        chunk = call["x"].shape[0] // len(call["cond_or_uncond"])
-        for j, kind in enumerate(call["cond_or_uncond"]):
-            if kind != 0:
-                continue
-            rows = slice(j * chunk, (j + 1) * chunk)
-            scores = ref.run(call["x"][rows], call["t"][rows], call["context"][rows], embeddings, blocks, variant,
-                             normalize, last=max(blocks))["scores"]
-            for s in scores.values():
-                for image in range(chunk):
-                    per_image.setdefault(image, []).append(s[image:image + 1])
-    return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
+    return maps_over_calls(calls, lambda call, rows: ref.run(
+        call["x"][rows], call["t"][rows], call["context"][rows], embeddings, blocks, variant, normalize,
+        last=max(blocks))["scores"], window)

@@ -157,24 +157,9 @@ class ReferenceSD3:
 
 def reference_sd3_maps(model_patcher, calls, embeddings, blocks, variant="output space", window=(0.0, 1.0),
                        normalize=True, weight_deltas=None):
-    """The maps the pack should give for the calls tiny_sd3.record_model_calls recorded: positive rows
-    of the calls whose step lies in `window`, softmax per (call, block), mean per image: [B, C, N]."""
-    from reference import mean_softmax_maps
+    """maps_over_calls for the calls tiny_sd3.record_model_calls recorded, through ReferenceSD3."""
+    from reference import maps_over_calls
     ref = ReferenceSD3(model_patcher.model.diffusion_model, weight_deltas)
-    per_image = {}
-    for call in calls:
-        schedule = call["schedule"]
-        step = int((schedule >= call["sigma"]).sum()) - 1
-        if not window[0] <= step / (len(schedule) - 1) < window[1]:
-            continue
-        chunk = call["x"].shape[0] // len(call["cond_or_uncond"])
-        for j, kind in enumerate(call["cond_or_uncond"]):
-            if kind != 0:
-                continue
-            rows = slice(j * chunk, (j + 1) * chunk)
-            scores = ref.run(call["x"][rows], call["t"][rows], call["context"][rows], call["y"][rows], embeddings,
-                             blocks, variant, normalize, last=max(blocks))["scores"]
-            for s in scores.values():
-                for image in range(chunk):
-                    per_image.setdefault(image, []).append(s[image:image + 1])
-    return torch.cat([mean_softmax_maps(per_image[i]) for i in sorted(per_image)])
+    return maps_over_calls(calls, lambda call, rows: ref.run(
+        call["x"][rows], call["t"][rows], call["context"][rows], call["y"][rows], embeddings, blocks, variant,
+        normalize, last=max(blocks))["scores"], window)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from tiny_sd3 import record_model_calls  # noqa: F401  (one APPLY_MODEL recorder for every family without DIFFUSION_MODEL wrapper use)
+
 TEXT_DIM = 48  # tiny joint_attention_dim (real: Qwen2.5-VL 7B's 3584)
 
 
@@ -38,25 +40,6 @@ def random_qwen_conditioning(batch=1, tokens=7, seed=0, reference_latents=None):
     if reference_latents is not None:
         extra["reference_latents"] = reference_latents
     return [[torch.randn(batch, tokens, TEXT_DIM, generator=generator), extra]]
-
-
-def record_model_calls(model_patcher, key="test_qwen_recorder") -> list[dict]:
-    """Register (clone first) an APPLY_MODEL wrapper recording each call as the diffusion model gets
-    it: x, t (= sigma), context, cond_or_uncond, sigma, schedule."""
-    import comfy.patcher_extension
-    calls = []
-
-    def record(executor, x, sigma, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        base = executor.class_obj
-        calls.append(dict(x=base.model_sampling.calculate_input(sigma, x).clone(),
-                          t=base.model_sampling.timestep(sigma).float().clone(), context=c_crossattn.clone(),
-                          cond_or_uncond=list(transformer_options.get("cond_or_uncond", [0])),
-                          sigma=transformer_options["sigmas"].max().item() if "sigmas" in transformer_options else None,
-                          schedule=transformer_options.get("sample_sigmas"), kwargs=dict(kwargs)))
-        return executor(x, sigma, c_concat, c_crossattn, control, transformer_options, **kwargs)
-
-    model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, record)
-    return calls
 
 
 def capture_blocks(model_patcher) -> list[dict]:
@@ -105,12 +88,5 @@ def tiny_qwen_clip(seed=0):
               "num_key_value_heads": 1}
     with mock.patch.object(qwen_vl, "Qwen2VLVisionTransformer", NoVision):
         clip = comfy.sd.CLIP(target=target, model_options={"dtype": torch.float32, "qwen25_7b_model_config": config})
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in clip.cond_stage_model.state_dict().items():
-            if param.is_floating_point():
-                values = torch.randn(param.shape, generator=generator) * 0.5
-                if "norm" in name:
-                    values = values * 0.2 + 1.0
-                param.copy_(values.to(param.dtype))
-    return clip
+    from tiny_flux import _randomize_text_encoder
+    return _randomize_text_encoder(clip, seed)

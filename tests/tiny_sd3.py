@@ -85,16 +85,8 @@ def tiny_sd3_clip(seed=0, clip_l=True, clip_g=True, t5=False):
                                    tokenizer=sd3_clip.SD3Tokenizer, params={})
     options = {"dtype": torch.float32, "clip_l_model_config": _clip_config(CLIP_L_WIDTH, CLIP_L_WIDTH),
                "clip_g_model_config": _clip_config(CLIP_G_WIDTH, CLIP_G_WIDTH), "t5xxl_model_config": dict(TINY_T5)}
-    clip = comfy.sd.CLIP(target=target, model_options=options)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in clip.cond_stage_model.state_dict().items():
-            if param.is_floating_point():
-                values = torch.randn(param.shape, generator=generator) * 0.5
-                if "norm" in name:
-                    values = values * 0.2 + 1.0
-                param.copy_(values.to(param.dtype))
-    return clip
+    from tiny_flux import _randomize_text_encoder
+    return _randomize_text_encoder(comfy.sd.CLIP(target=target, model_options=options), seed)
 
 
 def sd3_conditioning(context: torch.Tensor, pooled: torch.Tensor):
@@ -110,18 +102,21 @@ def random_sd3_conditioning(batch=1, t5_tokens=5, seed=0):
     return sd3_conditioning(context, torch.randn(batch, POOLED_DIM, generator=generator))
 
 
-def record_model_calls(model_patcher, key="test_sd3_recorder") -> list[dict]:
+def record_model_calls(model_patcher, key="test_apply_model_recorder") -> list[dict]:
     """Register (on this patcher: clone first) an APPLY_MODEL wrapper recording each model call as the
-    MMDiT receives it: x (model input), t (timestep = 1000 sigma), context, y, cond_or_uncond, sigma,
-    schedule. (MMDiT has no DIFFUSION_MODEL wrapper.)"""
+    diffusion model receives it: x (model input), t (model_sampling.timestep: SD3 1000 sigma,
+    Qwen-Image sigma), context, y (SD3's pooled vector, else None), kwargs (the call's other inputs,
+    e.g. ref_latents), cond_or_uncond, sigma, schedule. (SD3's MMDiT has no DIFFUSION_MODEL wrapper.)"""
     import comfy.patcher_extension
     calls = []
 
     def record(executor, x, sigma, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
         base = executor.class_obj
+        y = kwargs.get("y")
         calls.append(dict(x=base.model_sampling.calculate_input(sigma, x).clone(),
                           t=base.model_sampling.timestep(sigma).float().clone(), context=c_crossattn.clone(),
-                          y=kwargs["y"].clone(), cond_or_uncond=list(transformer_options.get("cond_or_uncond", [0])),
+                          y=None if y is None else y.clone(), kwargs=dict(kwargs),
+                          cond_or_uncond=list(transformer_options.get("cond_or_uncond", [0])),
                           sigma=transformer_options["sigmas"].max().item() if "sigmas" in transformer_options else None,
                           schedule=transformer_options.get("sample_sigmas")))
         return executor(x, sigma, c_concat, c_crossattn, control, transformer_options, **kwargs)

@@ -65,7 +65,8 @@ MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "
 # [width, height] of the node body (the title bar, 30 px, comes on top), by node type.
 SIZES = {
     "UNETLoader": [340, 82], "DualCLIPLoader": [340, 130], "VAELoader": [340, 58],
-    "ConceptAttentionFlux": [340, 250], "ConceptSaliency": [320, 680],
+    "ConceptAttentionFlux": [340, 250],
+    "ConceptSaliency": [320, 690],  # with its preview shown; 690 since the optional 'picture' input
     "LoadImage": [340, 420], "ImageScaleToTotalPixels": [340, 106], "VAEEncode": [220, 46],
     "VAEDecode": [220, 46], "CLIPTextEncode": [400, 150], "FluxGuidance": [300, 58],
     "EmptySD3LatentImage": [300, 106], "KSampler": [320, 262], "GrowMask": [300, 82],
