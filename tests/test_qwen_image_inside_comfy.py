@@ -234,3 +234,13 @@ def test_reference_image_maps_equal_the_reference_at_the_references_own_size(api
     with pytest.raises(ConceptInputError, match="picture: reference image 3 does not exist for this latent "
                                                 r"\(the sampler's conditioning had 2 reference images\)"):
         api.concept_maps(patched, samples, source="sampling", picture=3)
+
+
+def test_a_qwen_latent_into_a_flux_patched_model_is_refused_naming_both(api):
+    from tiny_flux import build_flux
+
+    from concept_attention_pack.nodes.capture import ConceptInputError
+    flux = api.patch_model(build_flux(seed=0, depth=2, single=1), torch.zeros(3, 64), NAMES)
+    with pytest.raises(ConceptInputError, match=r"latent: this model works on \[B, 16, h, w\] latents, received "
+                                                r"\[1, 16, 1, 8, 8\].*this is a Flux.1 model"):
+        api.concept_maps(flux, torch.zeros(1, 16, 1, 8, 8), source="latent", conditioning=torch.zeros(1, 4, 64))

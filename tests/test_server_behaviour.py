@@ -138,3 +138,30 @@ def test_reference_image_of_an_edit_gets_masks_at_its_own_size(server):
     with pytest.raises(WorkflowError, match=r"picture: reference image 2 does not exist for this latent \(the "
                                             r"sampler's conditioning had 1 reference image\)"):
         server.run(graph)
+
+
+def test_klein_reference_image_gets_masks_at_its_own_size(server):
+    """Flux.2 Klein multi-reference editing through the server: two ReferenceLatent references of
+    their own sizes; picture 1 and 2 give each reference's masks at its size (16 px per latent pixel)."""
+    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
+    if not families_supported():
+        pytest.skip(FAMILIES_SKIP_REASON)
+    graph = _graph(KSAMPLER, ["sampler", 0], batch=1)
+    graph["model"] = {"class_type": "TinyKleinLoader", "inputs": {"seed": 0}}
+    graph["clip"] = {"class_type": "TinyKleinClipLoader", "inputs": {"seed": 0}}
+    graph["empty"] = {"class_type": "EmptyFlux2LatentImage", "inputs": {"width": 96, "height": 64, "batch_size": 1}}
+    graph["patch"]["inputs"]["blocks"] = "auto"
+    for k, (width, height) in enumerate([(64, 48), (32, 80)], start=1):
+        graph[f"reference{k}"] = {"class_type": "EmptyFlux2LatentImage",
+                                  "inputs": {"width": width, "height": height, "batch_size": 1}}
+        graph[f"edit{k}"] = {"class_type": "ReferenceLatent", "inputs": {
+            "conditioning": ["positive", 0] if k == 1 else ["edit1", 0], "latent": [f"reference{k}", 0]}}
+        graph[f"saliency{k}"] = copy.deepcopy(graph["saliency"])
+        graph[f"saliency{k}"]["inputs"]["picture"] = k
+        graph[f"mask{k}"] = {"class_type": "MaskToImage", "inputs": {"mask": [f"saliency{k}", 2]}}
+        graph[f"preview{k}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"mask{k}", 0]}}
+    graph["sampler"]["inputs"].update(positive=["edit2", 0], cfg=1.0)
+    entry = server.run(graph)
+    assert _image_sizes(server, entry, "preview_mask") == [(96, 64)]
+    assert _image_sizes(server, entry, "preview1") == [(64, 48)]
+    assert _image_sizes(server, entry, "preview2") == [(32, 80)]

@@ -405,3 +405,32 @@ def test_twenty_queued_prompts_get_their_own_maps_and_memory_stays_flat(server):
     grown = (process.memory_info().rss - warm) / 2**20
     print(f"server RSS growth over 20 prompts: {grown:.1f} MiB")
     assert grown < 64, f"server memory grew {grown:.1f} MiB over 20 prompts"
+
+
+def test_qwen_image_edit_reference_photo_gets_masks_at_the_references_size(server):
+    """The shipped Qwen-Image-Edit workflow with its edit sampled on the patched model: Concept
+    Saliency's picture 1 maps the photo TextEncodeQwenImageEditPlus gave as reference (scaled by it
+    to about 1 megapixel, a multiple of 8), captured while the edit sampled."""
+    import json
+    import math
+    _save_example_photo(server)
+    api = json.loads((ROOT_WORKFLOWS / "api" / "qwen_image_edit_mask_photo.json").read_text())
+    graph = _with_stand_ins(api)
+    sampler = next(k for k, n in graph.items() if n["class_type"] == "KSampler")
+    patch = next(k for k, n in graph.items() if n["class_type"] == "ConceptAttentionFlux")
+    graph[sampler]["inputs"]["model"] = [patch, 0]
+    saliency = next(k for k, n in graph.items() if n["class_type"] == "ConceptSaliency")
+    scaled = graph[saliency]["inputs"]["image"]  # the scaled photo, also the edit's reference picture
+    graph["ref_saliency"] = {"class_type": "ConceptSaliency", "inputs": {
+        **graph[saliency]["inputs"], "latent": [sampler, 0], "source": "sampling", "picture": 1, "refine": "none"}}
+    graph["ref_saliency"]["inputs"].pop("image")
+    graph["ref_mask"] = {"class_type": "MaskToImage", "inputs": {"mask": ["ref_saliency", 2]}}
+    graph["preview_ref_mask"] = {"class_type": "PreviewImage", "inputs": {"images": ["ref_mask", 0]}}
+    graph["preview_scaled"] = {"class_type": "PreviewImage", "inputs": {"images": scaled}}
+    entry = server.run(graph)
+    [(width, height)] = _image_sizes(server, entry, "preview_scaled")
+    scale = math.sqrt(1024 * 1024 / (width * height))
+    expected = (round(width * scale / 8) * 8, round(height * scale / 8) * 8)
+    assert _image_sizes(server, entry, "preview_ref_mask") == [expected]
+    [text] = entry["outputs"]["ref_saliency"]["text"]
+    assert text.startswith("maps captured while sampling") and text.endswith("of reference image 1")
