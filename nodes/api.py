@@ -104,6 +104,10 @@ def _concept_maps(model, latent, source, noise_level, sigma, seeds, conditioning
     samples = latent["samples"] if isinstance(latent, dict) else latent
     if getattr(samples, "is_nested", False):
         raise ConceptInputError("latent: nested (multi-part) latents are not supported.")
+    if not bool(torch.isfinite(samples).all()):
+        raise ConceptInputError(
+            "latent: it contains NaN or infinite values (a broken upstream node, e.g. a LatentMultiply by NaN, "
+            "or a sampler that diverged), so it has no meaningful maps. Check the nodes before Concept Saliency.")
     patching.family_of(model)
     store = patching.concept_store(model)
     if store is None:

@@ -20,6 +20,16 @@ class ConceptInputError(ValueError):
     """A user input is unusable; the message names the input, what was received and what to do."""
 
 
+def readable_title(error_class: type, title: str) -> type:
+    """ComfyUI titles an error with its class's module path and name (`comfyui-conceptattention.
+    nodes.capture.ConceptInputError`); with the module set to 'builtins' it shows `title` alone."""
+    error_class.__module__, error_class.__qualname__ = "builtins", title
+    return error_class
+
+
+readable_title(ConceptInputError, "Concept Attention: invalid input")
+
+
 def parse_concepts(text: str) -> list[str]:
     """One concept per line, or comma-separated. Blank entries are dropped; duplicates refused."""
     names = [part.strip() for line in text.splitlines() for part in line.split(",")]
@@ -204,6 +214,10 @@ class ConceptCapture:
             return None
         mean, count = self.accumulator.mean()
         if bool((count == 0).any()):
+            return None
+        if not bool(torch.isfinite(mean).all()):
+            self.fail("the concept scores were not finite numbers (NaN/Inf): the latent or the model's "
+                      "activations were (e.g. a NaN latent, or fp16 overflow)")
             return None
         h, w = self.grid
         blocks = len(self.config.blocks)

@@ -49,6 +49,12 @@ def refine_maps(grid: torch.Tensor, guide: torch.Tensor, mode: str, *, blur: boo
     """
     if mode not in REFINE_MODES:
         raise ConceptInputError(f"refine: expected one of {REFINE_MODES}, received {mode!r}.")
+    if eps is not None and not float(eps) > 0.0:  # 0 (or NaN) leaves a flat picture's 3x3 system singular
+        raise ConceptInputError(f"refine_eps: must be a positive number (the node's minimum is 1e-05), "
+                                f"received {eps!r}.")
+    if not bool(torch.isfinite(guide).all()):
+        raise ConceptInputError("image: the picture contains NaN or infinite values (a broken upstream node); "
+                                "connect a valid picture or set refine to 'none'.")
     b, c, h, w = grid.shape
     guide = _guide_channels(guide, b, h, w, token_pixels)
     grid = grid.float()

@@ -134,3 +134,29 @@ def test_refine_errors_name_the_input():
         refine.refine_maps(grid, _random_picture(height=64, width=64), "guided")
     with pytest.raises(capture.ConceptInputError, match="image: 3 images for a latent batch of 2"):
         refine.refine_maps(grid, _random_picture(b=3), "guided")
+
+
+def test_an_eps_that_cannot_be_solved_and_a_non_finite_picture_are_refused():
+    """eps 0 on a flat picture left the guided filter's 3x3 system singular (NaN maps)."""
+    grid = torch.full((1, 2, 3, 4), 0.5)
+    flat = torch.full((1, 48, 64, 3), 0.3)
+    with pytest.raises(capture.ConceptInputError, match="refine_eps: must be a positive number"):
+        refine.refine_maps(grid, flat, "guided", eps=0.0)
+    with pytest.raises(capture.ConceptInputError, match="refine_eps: must be a positive number"):
+        refine.refine_maps(grid, flat, "guided", eps=float("nan"))
+    broken = flat.clone()
+    broken[0, 5, 5, 0] = float("nan")
+    with pytest.raises(capture.ConceptInputError, match="image: the picture contains NaN or infinite values"):
+        refine.refine_maps(grid, broken, "guided")
+    assert torch.isfinite(refine.refine_maps(grid, flat, "guided", eps=1e-5)).all()
+
+
+def test_non_finite_scores_end_the_runs_maps_with_the_reason():
+    config = capture.ConceptConfig(names=("a", "b"), embeddings=torch.zeros(2, 4), blocks=(0,))
+    run = capture.ConceptCapture(config)
+    assert run.begin_forward(1, (2, 3), (4, 6), "cpu")
+    scores = torch.randn(1, 2, 6)
+    scores[0, 0, 2] = float("nan")
+    run.add(torch.tensor([0]), scores, 0)
+    assert run.result("sampling") is None
+    assert "not finite" in run.failure

@@ -294,3 +294,13 @@ def test_a_prompt_of_another_family_is_refused_on_the_encode_path_with_both_widt
     with pytest.raises(ConceptInputError, match=r"conditioning: this prompt is \[1, 8, 64\] \(64 features per token\); "
                                                 r"this SD3 model takes \[1, L, 4096\]"):
         api.concept_maps(patched, torch.zeros(1, 16, 8, 8), source="latent", conditioning=flux_prompt)
+
+
+def test_a_nan_latent_is_refused_naming_the_input(api, models, embeddings):
+    from concept_attention_pack.nodes.capture import ConceptInputError
+    patched = api.patch_model(models["sd3"], embeddings, NAMES)
+    latent = torch.zeros(1, 16, 8, 8)
+    latent[0, 3, 2, 2] = float("nan")
+    for source in ("auto", "sampling", "latent"):
+        with pytest.raises(ConceptInputError, match="latent: it contains NaN or infinite values"):
+            api.concept_maps(patched, latent, source=source)

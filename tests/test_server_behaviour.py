@@ -165,3 +165,15 @@ def test_klein_reference_image_gets_masks_at_its_own_size(server):
     assert _image_sizes(server, entry, "preview_mask") == [(96, 64)]
     assert _image_sizes(server, entry, "preview1") == [(64, 48)]
     assert _image_sizes(server, entry, "preview2") == [(32, 80)]
+
+
+def test_errors_are_titled_readably_in_the_frontend(server):
+    """ComfyUI titles an error with its class's module path; the pack's read 'Concept Attention: ...'."""
+    from comfy_server import WorkflowError
+    graph = _graph(KSAMPLER, ["sampler", 0], batch=1)
+    graph["saliency"]["inputs"]["picture"] = 3
+    with pytest.raises(WorkflowError) as raised:
+        server.run(graph)
+    [details] = [m[1] for m in raised.value.messages if m[0] == "execution_error"]
+    assert details["exception_type"] == "Concept Attention: invalid input"
+    assert details["exception_message"].startswith("picture: reference image 3 does not exist")

@@ -10,14 +10,16 @@ Nothing outside nodes/families/ names a family.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
 import torch
 
-from ..capture import ConceptInputError
+from ..capture import ConceptInputError, readable_title
 
 
+@functools.partial(readable_title, title="Concept Attention: unsupported model")
 class UnsupportedModelError(ConceptInputError):
     pass
 
