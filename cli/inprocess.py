@@ -14,7 +14,9 @@ import tempfile
 import time
 import uuid
 
-from . import engine, images, workflow
+from . import images, workflow
+from .tasks import (EngineError, ItemError, Prepared, Settings, describe_refusal, execution_error, failed,
+                    finished, prepare)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def find_comfyui(explicit: pathlib.Path | None = None) -> pathlib.Path:
         if is_comfyui(path):
             return path.resolve()
     origin, path = candidates[0]
-    raise engine.EngineError(
+    raise EngineError(
         f"no ComfyUI found ({origin}: {path} is not a ComfyUI folder). Install the pack in "
         "ComfyUI/custom_nodes, set COMFYUI_PATH (or --comfyui) to your ComfyUI folder, or give "
         "--server URL of a running ComfyUI.")
@@ -59,7 +61,7 @@ class _NoServer:
 
 
 class InProcessComfy:
-    def __init__(self, comfyui: pathlib.Path, settings: engine.Settings, say):
+    def __init__(self, comfyui: pathlib.Path, settings: Settings, say):
         self.comfyui, self.say = comfyui, say
         self.temp = pathlib.Path(tempfile.mkdtemp(prefix="concept_masks_"))
         started = time.perf_counter()
@@ -69,20 +71,20 @@ class InProcessComfy:
         self.nodes, self.execution = nodes, execution
         asyncio.run(nodes.load_custom_node(str(PACK_ROOT), module_parent="custom_nodes"))
         if workflow.ATTENTION not in nodes.NODE_CLASS_MAPPINGS:
-            raise engine.EngineError(f"ComfyUI at {comfyui} did not load the pack from {PACK_ROOT} "
-                                     "(see the log above for the import error).")
+            raise EngineError(f"ComfyUI at {comfyui} did not load the pack from {PACK_ROOT} "
+                              "(see the log above for the import error).")
         parameters = inspect.signature(execution.PromptExecutor).parameters
         cache = ({"cache_args": {"lru": 0, "ram": 0, "ram_inactive": 0}} if "cache_args" in parameters
                  else {"cache_size": None})
         self.executor = execution.PromptExecutor(_NoServer(), cache_type=execution.CacheType.CLASSIC, **cache)
         say(f"ComfyUI {self._version()} loaded in-process from {comfyui} ({time.perf_counter() - started:.1f} s)")
 
-    def _import_comfyui(self, settings: engine.Settings) -> None:
+    def _import_comfyui(self, settings: Settings) -> None:
         if str(self.comfyui) not in sys.path:
             sys.path.insert(0, str(self.comfyui))
         if "nodes" in sys.modules and not hasattr(sys.modules["nodes"], "NODE_CLASS_MAPPINGS"):
-            raise engine.EngineError("a module named 'nodes' that is not ComfyUI's is already imported; run "
-                                     "the tool as 'python concept_masks.py', not from inside the pack's folder.")
+            raise EngineError("a module named 'nodes' that is not ComfyUI's is already imported; run "
+                              "the tool as 'python concept_masks.py', not from inside the pack's folder.")
         import comfy.cli_args
         args = comfy.cli_args.args
         if settings.base_directory is not None:
@@ -117,8 +119,8 @@ class InProcessComfy:
         if missing():
             self._load_custom_node_packs()
         if missing():
-            raise engine.EngineError(f"the workflow uses nodes this ComfyUI does not have: {missing()}. "
-                                     "Install their node packs in ComfyUI's custom_nodes.")
+            raise EngineError(f"the workflow uses nodes this ComfyUI does not have: {missing()}. "
+                              "Install their node packs in ComfyUI's custom_nodes.")
 
     def _load_custom_node_packs(self) -> None:
         import folder_paths
@@ -142,10 +144,10 @@ class InProcessComfy:
         valid, error, outputs, node_errors = asyncio.run(
             self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
         if not valid:
-            raise engine.EngineError("ComfyUI refused the workflow: " + describe_refusal(error, node_errors, prompt))
+            raise EngineError("ComfyUI refused the workflow: " + describe_refusal(error, node_errors, prompt))
         return outputs
 
-    def run(self, prepared: engine.Prepared, template: dict, settings: engine.Settings) -> list[bytes]:
+    def run(self, prepared: Prepared, template: dict, settings: Settings) -> list[bytes]:
         name = f"{uuid.uuid4().hex}.png"
         (self.temp / SUBFOLDER).mkdir(exist_ok=True)
         picture = self.temp / SUBFOLDER / name
@@ -171,31 +173,6 @@ class InProcessComfy:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
-class ItemError(RuntimeError):
-    """This item failed in ComfyUI (the message is ComfyUI's); the others can still run."""
-
-
-def execution_error(messages) -> str:
-    for event, data in messages or []:
-        if event == "execution_error":
-            return f"{data.get('node_type')}: {data.get('exception_message', '').strip()}"
-    return "ComfyUI reported an error without a message"
-
-
-def describe_refusal(error, node_errors, prompt) -> str:
-    """ComfyUI's validation errors in one paragraph, with a hint for missing model files."""
-    parts = [] if not error else [str(error.get("message", error)) + (f" ({error['details']})" if error.get("details") else "")]
-    for node_id, info in (node_errors or {}).items():
-        for e in info.get("errors", []):
-            parts.append(f"{info.get('class_type', prompt.get(node_id, {}).get('class_type'))}: "
-                         f"{e.get('message')} {e.get('details', '')}".strip())
-    text = "; ".join(parts)
-    if "not in" in text and ("_name" in text):
-        text += (". A model file is missing: put it in ComfyUI's models folder (diffusion_models, "
-                 "text_encoders, vae) or name yours with --unet/--t5/--clip-l/--vae.")
-    return text
-
-
 def run_in_process(tasks, settings, template, comfyui, say):
     comfy = InProcessComfy(find_comfyui(comfyui), settings, say)
     try:
@@ -203,15 +180,15 @@ def run_in_process(tasks, settings, template, comfyui, say):
         for task in tasks:
             started = time.perf_counter()
             try:
-                prepared = engine.prepare(task, settings)
+                prepared = prepare(task, settings)
             except images.ImageReadError as error:
-                yield engine.failed(task, "in-process", started, str(error))
+                yield failed(task, "in-process", started, str(error))
                 continue
             try:
                 pngs = comfy.run(prepared, template, settings)
             except ItemError as error:
-                yield engine.failed(task, "in-process", started, str(error), prepared.size)
+                yield failed(task, "in-process", started, str(error), prepared.size)
                 continue
-            yield engine.finished(prepared, pngs, "in-process", started)
+            yield finished(prepared, pngs, "in-process", started)
     finally:
         comfy.close()

@@ -16,7 +16,8 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from . import engine, images, workflow
+from . import images, workflow
+from .tasks import EngineError, ItemError, Settings, describe_refusal, execution_error, failed, finished, prepare
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,6 @@ POLL_SECONDS = (0.02, 0.5)  # first and longest wait between /history polls (eac
 
 class ServerGone(RuntimeError):
     """The server did not answer (refused, reset, timed out): its items go to the others."""
-
-
-class ItemError(RuntimeError):
-    """The server ran this item and reported an error: the item failed, the server is fine."""
 
 
 class Server:
@@ -186,15 +183,7 @@ def refusal_text(body: str) -> str:
         answer = json.loads(body)
     except ValueError:
         return body[:500]
-    from .inprocess import describe_refusal
     return describe_refusal(answer.get("error"), answer.get("node_errors"), {})
-
-
-def execution_error(messages) -> str:
-    for event, data in messages or []:
-        if event == "execution_error":
-            return f"{data.get('node_type')}: {str(data.get('exception_message', '')).strip()}"
-    return "ComfyUI reported an error without a message"
 
 
 class Dispatcher:
@@ -225,7 +214,7 @@ class Dispatcher:
         with self.condition:
             self.outstanding -= 1
             if attempts >= MAX_ATTEMPTS:
-                self.results.put(engine.failed(task, "servers", time.perf_counter(),
+                self.results.put(failed(task, "servers", time.perf_counter(),
                                            f"failed on {attempts} servers; last: {why}"))
             else:
                 self.pending.appendleft((task, attempts))
@@ -250,10 +239,10 @@ class Dispatcher:
             reasons = "; ".join(sorted({s.dead for s in self.servers}))
             while self.pending:
                 task, _ = self.pending.popleft()
-                self.results.put(engine.failed(task, "servers", time.perf_counter(), f"no server left ({reasons})"))
+                self.results.put(failed(task, "servers", time.perf_counter(), f"no server left ({reasons})"))
 
 
-def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: engine.Settings, say) -> None:
+def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: Settings, say) -> None:
     client_id = uuid.uuid4().hex
     while True:
         taken = dispatcher.take(server)
@@ -262,9 +251,9 @@ def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: eng
         task, attempts = taken
         started = time.perf_counter()
         try:
-            prepared = engine.prepare(task, settings)
+            prepared = prepare(task, settings)
         except images.ImageReadError as error:
-            dispatcher.finish(engine.failed(task, server.url, started, str(error)))
+            dispatcher.finish(failed(task, server.url, started, str(error)))
             continue
         try:
             name = server.upload(prepared.png)
@@ -278,7 +267,7 @@ def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: eng
             pngs = server.fetch(entry["outputs"][workflow.MASKS_OUT]["images"])
             server.forget(prompt_id)
         except ItemError as error:
-            dispatcher.finish(engine.failed(task, server.url, started, str(error), prepared.size))
+            dispatcher.finish(failed(task, server.url, started, str(error), prepared.size))
             continue
         except ServerGone as error:
             if dispatcher.stop.is_set():
@@ -290,13 +279,13 @@ def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: eng
             return
         except Exception as error:  # a bug or an unexpected answer: this item fails, the run goes on
             log.exception("item %s on %s", task.key, server.url)
-            dispatcher.finish(engine.failed(task, server.url, started, f"{type(error).__name__}: {error}",
+            dispatcher.finish(failed(task, server.url, started, f"{type(error).__name__}: {error}",
                                             prepared.size))
             continue
-        dispatcher.finish(engine.finished(prepared, pngs, server.url, started))
+        dispatcher.finish(finished(prepared, pngs, server.url, started))
 
 
-def run_on_servers(tasks, settings: engine.Settings, template: dict, urls: list[str], say):
+def run_on_servers(tasks, settings: Settings, template: dict, urls: list[str], say):
     """Check the servers now (raise EngineError when none can be used), then return the results' generator."""
     servers, problems = [], []
     for url in dict.fromkeys(urls):
@@ -308,7 +297,7 @@ def run_on_servers(tasks, settings: engine.Settings, template: dict, urls: list[
             problems.append(str(error))
             say(f"not using {server.url}: {error}")
     if not servers:
-        raise engine.EngineError("no usable ComfyUI server: " + "; ".join(problems) +
+        raise EngineError("no usable ComfyUI server: " + "; ".join(problems) +
                                  ". Start ComfyUI there (python main.py --listen) or fix the --server URL.")
     return _results(Dispatcher(list(tasks), servers), template, settings, say)
 
@@ -330,7 +319,7 @@ def _results(dispatcher: Dispatcher, template, settings, say):
                 for task in dispatcher.tasks:
                     if id(task) not in given:
                         given.add(id(task))
-                        yield engine.failed(task, "servers", time.perf_counter(), "lost by the dispatcher (a bug)")
+                        yield failed(task, "servers", time.perf_counter(), "lost by the dispatcher (a bug)")
                 return
             given.add(id(result.task))
             yield result

@@ -134,3 +134,39 @@ def test_eval_verb_is_there_exactly_when_cli_bench_provides_it():
     except (ImportError, AttributeError):
         has_eval = False
     assert ("eval" in verbs) == has_eval and "mask" in verbs
+
+
+def cli_imports() -> dict[str, set[str]]:
+    """cli's modules (dotted, under cli) -> the cli modules each imports, at the top or inside a
+    function: a lazy import hides a circle from Python, not from a reader."""
+    import ast
+    modules = {}  # dotted name -> (file, its package's parts)
+    for path in (ROOT / "cli").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = (path, parts[:-1])
+    graph = {}
+    for name, (path, package) in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            for alias in node.names:
+                for candidate in (".".join(base + [alias.name]), ".".join(base)):
+                    if candidate in modules and candidate != name:
+                        edges.add(candidate)
+                        break
+        graph[name] = edges
+    return graph
+
+
+def test_cli_modules_import_no_circle_and_no_verb_imports_another():
+    graph = cli_imports()
+    assert {"cli.engine", "cli.inprocess", "cli.servers", "cli.bench"} <= graph.keys()
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start])
+    circles = sorted(name for name in graph if reaches(name, name))
+    assert circles == [], {name: sorted(graph[name]) for name in circles}
+    assert "cli.mask_command" not in graph["cli.bench"]  # eval's options come from cli.options
+    assert "cli.engine" not in graph["cli.inprocess"] | graph["cli.servers"]  # the types are in cli.tasks

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 
 from PIL import Image
 
+from ..options import add_engine_options
 from ..progress import Progress
 from . import datasets, protocol, report
 from .datasets import DatasetError, Sample
@@ -47,7 +48,6 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
                         help="folder for report.json, report.md and the working images (default eval-results)")
     parser.add_argument("--keep-images", action="store_true",
                         help="keep the prepared 1024 x 1024 pictures (default: deleted once scored)")
-    from ..mask_command import add_engine_options
     add_engine_options(parser)
     # The protocol sets the map options; a flag given on the command line overrides it, and the
     # report lists it under changed_from_protocol.
