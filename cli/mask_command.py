@@ -1,6 +1,7 @@
 """The `mask` verb: PNG masks for every picture and concept, a JSON Lines manifest, resume."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -12,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from . import engine, inputs
-from .options import add_engine_options
+from .options import add_engine_options, number
 from .progress import Progress
 
 MASK_MODE_NAMES = {"exclusive": "exclusive", "soft": "soft", "above-mean": "above mean", "otsu": "otsu",
@@ -26,20 +27,37 @@ def add_mask_command(subparsers) -> None:
                     "segmentation picture if asked (OUT/segmentation/<picture>.png) and a manifest "
                     "(OUT/manifest.jsonl). A rerun skips what the manifest lists as done.")
     parser.add_argument("inputs", nargs="+", help="picture files, folders (searched recursively) or globs")
-    parser.add_argument("--concepts", required=True,
+    parser.add_argument("--concepts", required=True, type=concept_list,
                         help="comma-separated concepts, e.g. 'person, sky, background' (at least two)")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output folder")
     parser.add_argument("--mask-mode", choices=list(MASK_MODE_NAMES), default="exclusive",
                         help="exclusive (default): each pixel to its strongest concept; soft: the 0..1 shares; "
                              "above-mean: the paper's binary mask; otsu; threshold (see --threshold)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="cut-off for --mask-mode threshold")
+    parser.add_argument("--threshold", type=number(0.0, 1.0), default=0.5, help="cut-off for --mask-mode threshold")
     parser.add_argument("--segmentation", action="store_true",
                         help="also write a picture with one colour per concept and a legend")
     parser.add_argument("--caption", default="", help="prompt for the encode pass (default: the empty prompt)")
-    parser.add_argument("--shard", help="i/N: only this run's share of the pictures (1-based), for N independent runs")
+    parser.add_argument("--shard", type=shard, help="i/N: only this run's share of the pictures (1-based), for N independent runs")
     parser.add_argument("--redo", action="store_true", help="ignore the manifest: mask every picture again")
     add_engine_options(parser)
     parser.set_defaults(run=run_mask)
+
+
+def concept_list(text: str) -> list[str]:
+    """--concepts, split and checked here so that a bad list is a usage error (exit 2)."""
+    concepts = [c.strip() for c in text.split(",") if c.strip()]
+    try:
+        engine.check_concepts(concepts)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("concepts: ")) from None
+    return concepts
+
+
+def shard(text: str) -> tuple[int, int]:
+    try:
+        return inputs.parse_shard(text)
+    except inputs.InputError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--shard: ")) from None
 
 
 def settings_from(args) -> engine.Settings:
@@ -131,12 +149,10 @@ def save_result(result: engine.MaskResult, outputs: Outputs, settings: engine.Se
 
 def run_mask(args) -> int:
     out = sys.stderr
+    concepts, shard = args.concepts, args.shard
     try:
-        concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
-        engine.check_concepts(concepts)
-        shard = inputs.parse_shard(args.shard) if args.shard else None
         found, warnings = inputs.gather(args.inputs, exclude=args.out)
-    except (ValueError, inputs.InputError) as error:
+    except inputs.InputError as error:
         print(f"error: {error}", file=out)
         return 1
     for warning in warnings:

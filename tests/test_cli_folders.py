@@ -237,7 +237,7 @@ def test_bad_inputs_give_clear_messages_and_fail_only_when_nothing_was_done(data
     assert no_concepts.returncode == 2 and "--concepts" in no_concepts.stderr
     one_concept = run_cli("mask", mixed, *common[:0], "--concepts", "sky", "--out", tmp_path / "out6",
                           "--server", servers[0].url)
-    assert one_concept.returncode == 1 and "need at least two" in one_concept.stderr
+    assert one_concept.returncode == 2 and "argument --concepts: need at least two" in one_concept.stderr
 
     unreachable = run_cli("mask", mixed, *common[:4], "--server", "http://127.0.0.1:9", "--out", tmp_path / "out7")
     assert unreachable.returncode == 1

@@ -125,6 +125,55 @@ def test_unknown_flags_get_the_closest_known_one(capsys):
     assert "--noise-levle: did you mean --noise-level?" in capsys.readouterr().err
 
 
+MASK = ["mask", "photos", "--concepts", "sky, background", "--out", "out"]
+
+
+def test_quiet_and_verbose_are_taken_before_or_after_the_verb_and_are_in_each_help(capsys):
+    parse = main.build_parser().parse_args
+    for argv in (["--quiet", "--verbose", *MASK], [*MASK, "--quiet", "--verbose"],
+                 ["--quiet", *MASK, "--verbose"], ["eval", "gt.mat", "--verbose", "--quiet"]):
+        args = parse(argv)
+        assert (args.quiet, args.verbose) == (True, True), argv
+    assert (parse(MASK).quiet, parse(MASK).verbose) == (False, False)
+    for verb in ([], ["mask"], ["eval"]):
+        with pytest.raises(SystemExit):
+            main.main([*verb, "--help"])
+        text = capsys.readouterr().out
+        assert "--quiet" in text and "--verbose" in text and "before or after the verb" in text, verb
+
+
+def test_bad_option_values_are_usage_errors_not_sent_to_a_server(capsys):
+    """A value the node would refuse fails here with the option's name: on a server, ComfyUI's
+    validation refuses the prompt, which counts as that server failing."""
+    cases = [("--seeds", "0", "whole number from 1 to 16"), ("--seeds", "-1", "from 1 to 16"),
+             ("--seeds", "five", "received 'five'"), ("--seeds", "17", "from 1 to 16"),
+             ("--seed", "-1", "whole number from 0"), ("--noise-level", "1.5", "number from 0 to 1"),
+             ("--noise-level", "nan", "from 0 to 1"), ("--threshold", "2", "from 0 to 1"),
+             ("--in-flight", "0", "at least 1"), ("--timeout", "-5", "above 0"),
+             ("--max-megapixels", "0", "above 0"), ("--blocks", "lst 4", "could not read 'lst 4'"),
+             ("--shard", "0/3", "1 <= i <= N"), ("--concepts", "sky", "need at least two")]
+    for flag, value, reason in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main.build_parser().parse_args([*MASK, flag, value])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"argument {flag}: " in err and reason in err, (flag, value, err)
+    for argv in (["--seeds", "0"], ["--limit", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main.build_parser().parse_args(["eval", "gt.mat", *argv])
+        assert exit_info.value.code == 2 and f"argument {argv[0]}: " in capsys.readouterr().err
+    good = main.build_parser().parse_args([*MASK, "--seeds", "5", "--seed", str(2**64 - 1), "--blocks", "auto",
+                                           "--noise-level", "0", "--shard", "2/3"])
+    assert (good.seeds, good.seed, good.blocks, good.noise_level, good.shard) == (5, 2**64 - 1, "auto", 0.0, (2, 3))
+    assert good.concepts == ["sky", "background"]
+
+
+def test_an_option_of_another_verb_is_named_as_such(capsys):
+    with pytest.raises(SystemExit):
+        main.main([*MASK, "--names", "classes.json"])
+    err = capsys.readouterr().err
+    assert "--names is an option of 'eval'" in err and "did you mean --names" not in err
+
+
 def test_eval_verb_is_there_exactly_when_cli_bench_provides_it():
     parser = main.build_parser()
     verbs = next(a for a in parser._actions if a.dest == "verb").choices

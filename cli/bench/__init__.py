@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 from PIL import Image
 
-from ..options import add_engine_options
+from ..options import add_engine_options, whole
 from ..progress import Progress
 from . import datasets, protocol, report
 from .datasets import DatasetError, Sample
@@ -43,7 +43,7 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--names", type=pathlib.Path,
                         help="ImageNet-Segmentation concept names: JSON {WordNet id: name}, or the authors' "
                              "imagenet_class_map.json (needs NLTK's WordNet)")
-    parser.add_argument("--limit", type=int, help="score only the first N images of each split")
+    parser.add_argument("--limit", type=whole(1), help="score only the first N images of each split")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("eval-results"),
                         help="folder for report.json, report.md and the working images (default eval-results)")
     parser.add_argument("--keep-images", action="store_true",
@@ -143,9 +143,6 @@ def run_eval_command(args, engine=None) -> int:
             base = dataclasses.replace(base, **{name: getattr(args, name)})
     overrides = {field: getattr(args, dest) for dest, field in MAP_OPTIONS.items()
                  if getattr(args, dest, None) is not None}
-    if args.limit is not None and args.limit < 1:
-        print("error: --limit: expected a positive number of images.", file=sys.stderr)
-        return 2
     splits = []
     for name in splits_for(args):
         rule = PROTOCOLS[name]
