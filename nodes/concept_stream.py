@@ -95,6 +95,14 @@ def cross_attention_scores(concept_q: torch.Tensor, img_q: torch.Tensor) -> torc
     return torch.einsum("bhcd,bhnd->bcn", concept_q.float(), img_q.float())
 
 
+def apply_rope(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+    """x [B, H, L, D] rotated by pe [B|1, 1, 1|L, D/2, 2, 2], as ComfyUI's RoPE does (in x's dtype):
+    the concepts' own position where it is not zero (Qwen-Image, Z-Image)."""
+    pairs = x.to(pe.dtype).reshape(*x.shape[:-1], -1, 1, 2)
+    out = pe[..., 0] * pairs[..., 0] + pe[..., 1] * pairs[..., 1]
+    return out.reshape(x.shape).type_as(x)
+
+
 def undo_rope(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
     """Inverse of Flux's RoPE: x [B, H, N, D] rotated by pe [B|1, 1, N, D/2, 2, 2].
 

@@ -92,7 +92,7 @@ def patch(model, config: ConceptConfig):
     for wrapper_type, wrapper in zip(WRAPPER_TYPES, wrappers):
         patched.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
     replaced = options.get("patches_replace", {}).get("dit", {})
-    for index in range(config.stream_depth):
+    for index in range(config.stream_depth if family.block_patch else 0):
         previous = replaced.get((family.block_patch, index))
         if isinstance(previous, BlockHook):
             previous = previous.previous
@@ -195,6 +195,7 @@ def start_concept_stream(executor, x, sigma, *args, **kwargs):
     index = APPLY_ARGUMENTS.index("transformer_options")
     transformer_options = (args[index] if len(args) > index else kwargs.get("transformer_options")) or {}
     regular = transformer_options.get(PASS_KEY)
+    forward = None
     if regular is not None and tuple(x.shape[2:]) == regular.full_size:
         run = regular.run
         capture = run.capture
@@ -209,14 +210,18 @@ def start_concept_stream(executor, x, sigma, *args, **kwargs):
                     forward = ConceptForward(run.family, base.diffusion_model, capture, call, *rows,
                                              latent_scale=run.latent_scale)
                     if forward.active:
-                        options = {**transformer_options, FORWARD_KEY: forward}
+                        options = forward.options(transformer_options)
                         if len(args) > index:
                             args = (*args[:index], options, *args[index + 1:])
                         else:
                             kwargs = {**kwargs, "transformer_options": options}
         except Exception as error:
+            forward = None
             capture.fail(f"{type(error).__name__}: {error}")
-    return executor(x, sigma, *args, **kwargs)
+    out = executor(x, sigma, *args, **kwargs)
+    if forward is not None:
+        forward.check_complete()
+    return out
 
 
 def _step_selected(config: ConceptConfig, transformer_options) -> bool:
@@ -294,6 +299,7 @@ class ConceptForward:
         self.depth = config.stream_depth
         self.scored = frozenset(config.blocks)
         self.stop_after_stream = stop_after_stream
+        self.seen = set()  # the blocks that ran with the concepts in this call
         x = call.x
         grid = family.token_grid(diffusion, x)
         self.tokens = math.prod(grid)
@@ -310,14 +316,22 @@ class ConceptForward:
         # the text projection once, then one view per image row (the rows differ from the first block on)
         self.concepts = family.project_concepts(diffusion, embeddings).expand(len(image_index), -1, -1)
 
+    def options(self, transformer_options: dict) -> dict:
+        """The model call's transformer_options with this stream in them (and, for families without
+        a replace patch, its attention override around any other pack's)."""
+        options = {**transformer_options, FORWARD_KEY: self}
+        if self.family.block_patch is None:
+            options["optimized_attention_override"] = self.attention_override(
+                transformer_options.get("optimized_attention_override"))
+        return options
+
     def run_block(self, index: int, args, run_block):
+        """A joint block reached by its replace patch: the concepts' projection before it, their
+        attention inside its first attention call, their update after it."""
         if not self.active:
             return run_block(args)
-        try:
-            side = self.family.text_side(self.blocks[index], args, self.call_vector, self.rows)
-            concept = side.project(self.concepts)
-        except Exception as error:
-            self._fail(error)
+        step = self._begin(index, args)
+        if step is None:
             return run_block(args)
         found = {}
         options = dict(args["transformer_options"])
@@ -326,25 +340,70 @@ class ConceptForward:
         def capture_attention(func, q, k, v, *rest, **kwargs):
             out = previous(func, q, k, v, *rest, **kwargs) if previous else func(q, k, v, *rest, **kwargs)
             if not found and self.active:  # the block's first attention is its joint one
-                try:
-                    heads, skip = kwargs.get("heads", rest[0] if rest else None), kwargs.get("skip_reshape", False)
-                    joint_out = out
-                    if kwargs.get("skip_output_reshape", False):
-                        joint_out = rearrange(out, "B H L D -> B L (H D)")
-                    found.update(self._attend(index, concept, _heads_first(q, heads, skip), _heads_first(k, heads, skip),
-                                              _heads_first(v, heads, skip), joint_out, args))
-                except Exception as error:
-                    self._fail(error)
+                found.update(self._joint_attention(index, step, q, k, v, out, rest, kwargs, args))
             return out
 
         options["optimized_attention_override"] = capture_attention
         out = run_block({**args, "transformer_options": options})
-        if not self.active:
-            return out
-        if not found:
+        if self.active and not found:
             self._fail(RuntimeError(f"{self.family.block_kind} {index} ran no attention through ComfyUI's attention "
                                     "function, so the image tokens cannot be read"))
+        self._finish(index, step, found)
+        return out
+
+    def attention_override(self, previous=None):
+        """For families without a replace patch: an attention override for the whole model call that
+        does a block's concept work inside that block's joint attention call (projection, attention,
+        scores, update: none of it needs the block's other modules' outputs)."""
+        def capture_attention(func, q, k, v, *rest, **kwargs):
+            out = previous(func, q, k, v, *rest, **kwargs) if previous else func(q, k, v, *rest, **kwargs)
+            if self.active:
+                options = kwargs.get("transformer_options") or {}
+                index = self.family.attention_block(options)
+                if index is not None and index < self.depth and index not in self.seen:
+                    length = q.shape[-2] if kwargs.get("skip_reshape") else q.shape[1]
+                    args = {"transformer_options": options, "length": length, "call": self.call_vector}
+                    step = self._begin(index, args)
+                    if step is not None:
+                        found = self._joint_attention(index, step, q, k, v, out, rest, kwargs, args)
+                        self._finish(index, step, found)
             return out
+        return capture_attention
+
+    def check_complete(self) -> None:
+        """After the model call: every block up to the last scored one carried the concepts."""
+        missing = [i for i in range(self.depth) if i not in self.seen]
+        if self.active and missing:
+            self._fail(RuntimeError(f"{self.family.block_kind} {missing[0]} ran no attention through ComfyUI's "
+                                    "attention function, so the image tokens cannot be read"))
+
+    def _begin(self, index, args):
+        """(text side, projected concepts) of block `index`, or None when the stream failed here."""
+        self.seen.add(index)
+        try:
+            side = self.family.text_side(self.blocks[index], args, self.call_vector, self.rows)
+            return side, side.project(self.concepts)
+        except Exception as error:
+            self._fail(error)
+            return None
+
+    def _joint_attention(self, index, step, q, k, v, out, rest, kwargs, args) -> dict:
+        try:
+            heads, skip = kwargs.get("heads", rest[0] if rest else None), kwargs.get("skip_reshape", False)
+            if kwargs.get("skip_output_reshape", False):
+                out = rearrange(out, "B H L D -> B L (H D)")
+            return self._attend(index, step[1], _heads_first(q, heads, skip), _heads_first(k, heads, skip),
+                                _heads_first(v, heads, skip), out, args)
+        except Exception as error:
+            self._fail(error)
+            return {}
+
+    def _finish(self, index, step, found) -> None:
+        """Scores recorded, the concepts updated for the next block; the encode pass ends after the
+        last block the stream needs."""
+        if not self.active:
+            return
+        side, concept = step
         try:
             if "scores" in found:
                 self.capture.add(self.image_index, found["scores"], index)
@@ -354,10 +413,9 @@ class ConceptForward:
                 self.concepts = side.update(self.concepts, found["concept_out"], concept)
         except Exception as error:
             self._fail(error)
-            return out
+            return
         if index + 1 >= self.depth and self.stop_after_stream:
             raise _StopAfterConcepts()
-        return out
 
     def _fail(self, error: Exception) -> None:
         """While sampling, a failure of the concept stream only ends this run's maps (said once in the
@@ -408,16 +466,17 @@ def _encode_pass(model, family, diffusion, capture, options, x0, noise, sigma_va
     sigma = torch.full((rows,), float(sigma_value), device=device)
     x_t = base.model_sampling.noise_scaling(sigma, noise.transpose(0, 1).reshape(x0.shape), x0)
     context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
-    conditioning = family.encode_conditioning(diffusion, rows, device, pooled)
+    conditioning = family.encode_conditioning(diffusion, rows, device, pooled, context)
     image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
     call = ModelCall(x_t, sigma, base.model_sampling.timestep(sigma).float(), conditioning, _inference_dtype(base))
     forward = ConceptForward(family, diffusion, capture, call, slice(0, rows), image_index, images,
                              stop_after_stream=True, latent_scale=latent_scale(model))
-    options = {**options, FORWARD_KEY: forward, "cond_or_uncond": [0], "sigmas": sigma}
+    options = {**forward.options(options), "cond_or_uncond": [0], "sigmas": sigma}
     try:
         base.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options, **conditioning)
     except _StopAfterConcepts:
         return
+    forward.check_complete()
     raise RuntimeError(f"Concept Attention: the encode pass ran past the last scored {family.block_kind}; "
                        f"another patch replaced the {family.block_kind}s.")
 

@@ -7,10 +7,12 @@ from .base import Family, ModelCall, UnsupportedModelError, diffusion_model
 from .chroma import Chroma
 from .flux1 import Flux1
 from .flux2 import Flux2
+from .krea2 import Krea2
 from .qwen_image import QwenImage
 from .sd3 import SD3
+from .z_image import ZImage
 
-FAMILIES = (Flux1(), Flux2(), Chroma(), SD3(), QwenImage())
+FAMILIES = (Flux1(), Flux2(), Chroma(), SD3(), QwenImage(), ZImage(), Krea2())
 SUPPORTED = "; ".join(f.description for f in FAMILIES)
 
 __all__ = ["FAMILIES", "SUPPORTED", "Family", "ModelCall", "UnsupportedModelError", "diffusion_model", "family_of"]
@@ -33,6 +35,9 @@ def family_of(model) -> Family:
     diffusion = diffusion_model(model)
     for family in FAMILIES:
         if diffusion is not None and family.matches(diffusion):
+            refusal = family.refusal(diffusion)
+            if refusal:
+                raise UnsupportedModelError(f"model: {refusal}")
             return family
     name = type(diffusion).__name__ if diffusion is not None else type(model).__name__
     raise UnsupportedModelError(

@@ -41,7 +41,9 @@ class Family:
     description = ""  # for the list of supported models
     text_encoders = ""  # which CLIP the concepts need, for error messages
     text_keys: tuple[str, ...] = ()  # the tokenizer outputs whose hidden states feed the model's text input
-    block_patch = "double_block"  # the "dit" replace patch ComfyUI calls for each joint block
+    block_patch: str | None = "double_block"  # the "dit" replace patch ComfyUI calls for each joint block
+    # (None: the model has no replace patch for them; its joint attention calls are recognised by
+    # attention_block, from the block index the model puts in transformer_options)
     block_kind = "double block"  # what the blocks are called, for messages
     latent_dims = 4  # a latent is [B, channels, h, w]
 
@@ -49,10 +51,21 @@ class Family:
     def matches(cls, diffusion) -> bool:
         raise NotImplementedError
 
+    def refusal(self, diffusion) -> str:
+        """Why this model of the family cannot carry concepts here (a variant or a ComfyUI version the
+        family does not serve), or "" when it can."""
+        return ""
+
     # -- the blocks ------------------------------------------------------------------------------
     def blocks(self, diffusion):
         """The joint blocks that can carry concepts, in the order the model runs them."""
         return diffusion.double_blocks
+
+    def attention_block(self, transformer_options: dict) -> int | None:
+        """For families without a replace patch (block_patch None): the joint block whose attention
+        this attention call is (the model marks it in transformer_options), or None (text-only or
+        image-only stages, other attention)."""
+        return None
 
     def default_blocks(self, depth: int) -> str:
         """The blocks whose maps are averaged by default ('auto'): Flux's last 4 double blocks."""
@@ -63,8 +76,10 @@ class Family:
         `project(concepts [b, C, d]) -> q/k/v [b, H, C, D] (.q .k .v, positions applied; and
         .q_before_rope where RoPE is not the identity on concepts)`, `update(concepts, out
         [b, C, d], projected) -> concepts` and `updates` (False where the text side ends in this
-        block). `args` are the block's replace-patch arguments, `call_vector` what
-        call_vector() gave for this model call, `rows` the concept rows of the batch."""
+        block). `args` are the block's replace-patch arguments (families keyed by attention_block:
+        {"transformer_options": the attention call's, "length": the joint sequence's, "call":
+        call_vector()'s answer}), `call_vector` what call_vector() gave for this model call, `rows`
+        the concept rows of the batch."""
         raise NotImplementedError
 
     # -- concept tokens and their modulation -------------------------------------------------------
@@ -109,9 +124,10 @@ class Family:
         return ((height + patch // 2) // patch, (width + patch // 2) // patch)
 
     # -- the encode pass ---------------------------------------------------------------------------
-    def encode_conditioning(self, diffusion, rows: int, device, pooled: torch.Tensor | None) -> dict:
+    def encode_conditioning(self, diffusion, rows: int, device, pooled: torch.Tensor | None,
+                            context: torch.Tensor | None = None) -> dict:
         """What the encode pass gives the model besides the prompt. pooled: the prompt's pooled
-        vector [1, width] where the text encoder gives one (else None)."""
+        vector [1, width] where the text encoder gives one (else None); context: the prompt [rows, L, dim]."""
         return {}
 
     # -- the text encoder --------------------------------------------------------------------------

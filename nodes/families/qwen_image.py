@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..concept_stream import undo_rope
+from ..concept_stream import apply_rope, undo_rope
 from .base import Family, rows_of
 
 
@@ -26,13 +26,6 @@ def _pe_rows(pe: torch.Tensor, span: slice, length: int) -> torch.Tensor:
     if pe.shape[2] == length:
         return pe[:, :, span]
     return pe[:, span].transpose(1, 2)
-
-
-def _rotate(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
-    """x [B, H, L, D] rotated by pe [B|1, 1, 1|L, D/2, 2, 2], as ComfyUI's RoPE does (in x's dtype)."""
-    pairs = x.to(pe.dtype).reshape(*x.shape[:-1], -1, 1, 2)
-    out = pe[..., 0] * pairs[..., 0] + pe[..., 1] * pairs[..., 1]
-    return out.reshape(x.shape).type_as(x)
 
 
 class _Projected:
@@ -59,7 +52,7 @@ class QwenTextSide:
         q = attn.norm_added_q(heads(attn.add_q_proj(modulated)))
         k = attn.norm_added_k(heads(attn.add_k_proj(modulated)))
         v = heads(attn.add_v_proj(modulated))
-        return _Projected(_rotate(q, self.concept_pe), _rotate(k, self.concept_pe), v, gate, self.mod_mlp, q)
+        return _Projected(apply_rope(q, self.concept_pe), apply_rope(k, self.concept_pe), v, gate, self.mod_mlp, q)
 
     def update(self, concepts, concept_out, projected):
         block = self.block

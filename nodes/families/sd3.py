@@ -74,7 +74,7 @@ class SD3(Family):
     def text_side(self, block, args, call_vector, rows):
         return ContextSide(block.context_block, rows_of(args["vec"], rows))
 
-    def encode_conditioning(self, diffusion, rows, device, pooled):
+    def encode_conditioning(self, diffusion, rows, device, pooled, context=None):
         """The prompt's pooled CLIP-L/G vector (the given prompt's, else the empty prompt's): SD3's
         c = time + pooled projection modulates both streams, and the concepts take the same c."""
         if diffusion.y_embedder is None:
