@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
 import re
 import sys
 import time
+import unicodedata
 
 import numpy as np
 from PIL import Image
@@ -23,9 +25,12 @@ MASK_MODE_NAMES = {"exclusive": "exclusive", "soft": "soft", "above-mean": "abov
 def add_mask_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "mask", help="write a PNG mask per picture and concept",
-        description="Write one PNG mask per picture and concept (OUT/masks/<picture>.<concept>.png), the "
+        description="Write one PNG mask per picture and concept (OUT/masks/<picture>.<concept>.png; the "
+                    "concept with '_' for spaces and signs, an emoji by its name; concepts that would "
+                    "share a name, case aside, get their position: sky_blue-1, sky_blue-2), the "
                     "segmentation picture if asked (OUT/segmentation/<picture>.png) and a manifest "
-                    "(OUT/manifest.jsonl). A rerun skips what the manifest lists as done.")
+                    "(OUT/manifest.jsonl: each picture's concept -> file). A rerun skips what the "
+                    "manifest lists as done.")
     parser.add_argument("inputs", nargs="+", help="picture files, folders (searched recursively) or globs")
     parser.add_argument("--concepts", required=True, type=concept_list,
                         help="comma-separated concepts, e.g. 'person, sky, background' (at least two)")
@@ -71,8 +76,31 @@ def settings_from(args) -> engine.Settings:
 
 
 def slug(concept: str) -> str:
-    """A concept as part of a file name: letters, digits, '-', '_' kept (any script), the rest '_'."""
-    return re.sub(r"[^\w\-]+", "_", concept.strip()).strip("_") or "concept"
+    """A concept as part of a file name: letters, digits, '-', '_' kept (any script), a symbol
+    (an emoji) as its Unicode name ('🐶' -> dog_face), the rest '_'; at most 80 characters."""
+    spelled = "".join(f" {unicodedata.name(ch, '').lower()} " if unicodedata.category(ch) == "So" else ch
+                      for ch in concept.strip())
+    return re.sub(r"[^\w\-]+", "_", spelled).strip("_")[:80].strip("_") or "concept"
+
+
+def mask_names(concepts: list[str]) -> list[str]:
+    """One file-name part per concept, distinct even where a case-insensitive file system looks:
+    concepts whose slugs are the same ('sky blue', 'sky_blue') get their position in the list
+    (sky_blue-1, sky_blue-2); the manifest's `masks` says which file is which concept."""
+    slugs = [slug(c) for c in concepts]
+    counts = collections.Counter(s.casefold() for s in slugs)
+    taken = {s.casefold() for s in slugs if counts[s.casefold()] == 1}
+    names = []
+    for position, name in enumerate(slugs, 1):
+        if counts[name.casefold()] > 1:
+            candidate, extra = f"{name}-{position}", 1
+            while candidate.casefold() in taken:  # another concept is literally called that
+                extra += 1
+                candidate = f"{name}-{position}-{extra}"
+            name = candidate
+            taken.add(name.casefold())
+        names.append(name)
+    return names
 
 
 class Outputs:
@@ -82,8 +110,14 @@ class Outputs:
         self.out = out
         self.manifest = out / ("manifest.jsonl" if shard is None else f"manifest-shard{shard[0]}of{shard[1]}.jsonl")
 
-    def mask_path(self, key: str, concept: str) -> pathlib.Path:
-        return self.out / "masks" / f"{key}.{slug(concept)}.png"
+    def mask_path(self, key: str, name: str) -> pathlib.Path:
+        """name: the concept's part of the file name (mask_names)."""
+        return self.out / "masks" / f"{key}.{name}.png"
+
+    def mask_files(self, key: str, concepts: list[str]) -> dict[str, str]:
+        """concept -> its mask file, relative to the output folder (as the manifest lists them)."""
+        return {concept: self.mask_path(key, name).relative_to(self.out).as_posix()
+                for concept, name in zip(concepts, mask_names(concepts))}
 
     def segmentation_path(self, key: str) -> pathlib.Path:
         return self.out / "segmentation" / f"{key}.png"
@@ -102,9 +136,12 @@ class Outputs:
         return records
 
     def is_done(self, record: dict | None, wanted: dict, segmentation: bool) -> bool:
-        """Done: masked without error with the same concepts and settings, and its files are there
-        (the segmentation picture too when it is asked for now)."""
+        """Done: masked without error with the same concepts and settings, its files are there
+        under today's names (a run before mask_names could write two concepts to one file), and
+        the segmentation picture too when it is asked for now."""
         if not record or record.get("error") or any(record.get(k) != v for k, v in wanted.items()):
+            return False
+        if record.get("masks") != self.mask_files(record["key"], wanted["concepts"]):
             return False
         if segmentation and not record.get("segmentation"):
             return False
@@ -134,11 +171,9 @@ def save_result(result: engine.MaskResult, outputs: Outputs, settings: engine.Se
     concepts = result.task.concepts
     soft = torch.from_numpy(result.soft)[None]
     masks = apply_mask_mode(soft, settings.mask_mode, settings.threshold)[0]
-    written = {}
+    written = outputs.mask_files(result.key, concepts)
     for concept, mask in zip(concepts, masks):
-        path = outputs.mask_path(result.key, concept)
-        write_png(path, (mask.numpy() * 255).round().astype(np.uint8))
-        written[concept] = path.relative_to(outputs.out).as_posix()
+        write_png(outputs.out / written[concept], (mask.numpy() * 255).round().astype(np.uint8))
     picture = None
     if segmentation:
         path = outputs.segmentation_path(result.key)

@@ -18,6 +18,7 @@ workflow = importlib.import_module(PACK + ".cli.workflow")
 inputs = importlib.import_module(PACK + ".cli.inputs")
 images = importlib.import_module(PACK + ".cli.images")
 main = importlib.import_module(PACK + ".cli.main")
+mask_command = importlib.import_module(PACK + ".cli.mask_command")
 
 
 def test_default_workflow_is_the_encode_path_with_the_shipped_files():
@@ -116,6 +117,30 @@ def test_concepts_are_checked_before_anything_runs():
     for bad, reason in ((["cat"], "at least two"), (["cat", "Cat"], "distinct"), (["a,b", "c"], "comma")):
         with pytest.raises(ValueError, match=reason):
             engine.check_concepts(bad)
+
+
+def test_concepts_whose_file_names_would_collide_get_one_file_each(tmp_path):
+    """Two emoji once both became 'concept', and 'sky blue' and 'sky_blue' one 'sky_blue': one
+    mask was written over the other and the manifest pointed both concepts at the survivor."""
+    outputs = mask_command.Outputs(tmp_path, None)
+    for concepts in (["🐶", "🐱"], ["🐶", "🐶!"], ["sky blue", "sky_blue", "sea"], ["Sky", "sky?"]):
+        soft = np.zeros((len(concepts), 8 * len(concepts), 8), np.float32)
+        for k in range(len(concepts)):
+            soft[k, 8 * k:8 * (k + 1)] = 1.0  # concept k owns band k
+        task = engine.MaskTask("pic.png", tmp_path / "pic.png", concepts)
+        result = engine.MaskResult("pic.png", soft, "test", 0.0, None, (8, 8 * len(concepts)), task)
+        written = mask_command.save_result(result, outputs, engine.Settings(), segmentation=False)["masks"]
+        assert list(written) == concepts and len({f.casefold() for f in written.values()}) == len(concepts)
+        for k, concept in enumerate(concepts):
+            mask = np.asarray(Image.open(tmp_path / written[concept]))
+            assert (mask[8 * k:8 * (k + 1)] == 255).all() and mask.sum() == 255 * 64, (concept, written)
+    assert mask_command.mask_names(["🐶", "🐱"]) == ["dog_face", "cat_face"]  # readable, not numbered
+    assert mask_command.mask_names(["sky blue", "sky_blue", "sea"]) == ["sky_blue-1", "sky_blue-2", "sea"]
+    assert mask_command.mask_names(["a b", "a_b", "a_b-2"]) == ["a_b-1", "a_b-2-2", "a_b-2"]
+    shared = {"key": "pic.png", "concepts": ["🐶", "🐱"],  # what an earlier version wrote
+              "masks": {"🐶": "masks/pic.png.concept.png", "🐱": "masks/pic.png.concept.png"}}
+    (tmp_path / "masks" / "pic.png.concept.png").write_bytes(b"")
+    assert not outputs.is_done(shared, {"concepts": ["🐶", "🐱"]}, segmentation=False)  # redone on resume
 
 
 def test_unknown_flags_get_the_closest_known_one(capsys):
