@@ -16,7 +16,7 @@ import uuid
 
 from . import images, workflow
 from .tasks import (EngineError, ItemError, Prepared, Settings, describe_refusal, execution_error, failed,
-                    finished, prepare)
+                    finished, prepare, unreadable)
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +174,22 @@ class InProcessComfy:
 
 
 def run_in_process(tasks, settings, template, comfyui, say):
-    comfy = InProcessComfy(find_comfyui(comfyui), settings, say)
+    """ComfyUI is loaded at the first picture that can be read: a run left with unreadable files
+    only (a rerun) reports them without the minutes a load can take."""
+    where = find_comfyui(comfyui)
+    comfy = None
     try:
-        comfy.ensure_nodes(template)
         for task in tasks:
             started = time.perf_counter()
             try:
                 prepared = prepare(task, settings)
             except images.ImageReadError as error:
-                yield failed(task, "in-process", started, str(error))
+                yield unreadable(task, "in-process", started, error)
                 continue
+            if comfy is None:
+                comfy = InProcessComfy(where, settings, say)
+                comfy.ensure_nodes(template)
+                started = time.perf_counter()  # the picture's time, not the load's
             try:
                 pngs = comfy.run(prepared, template, settings)
             except ItemError as error:
@@ -191,4 +197,5 @@ def run_in_process(tasks, settings, template, comfyui, say):
                 continue
             yield finished(prepared, pngs, "in-process", started)
     finally:
-        comfy.close()
+        if comfy is not None:
+            comfy.close()

@@ -10,7 +10,7 @@ from .mask_command import add_mask_command
 from .options import add_output_options
 
 EPILOG = ("--quiet and --verbose may come before or after the verb. Run 'concept_masks.py VERB --help' "
-          "for a verb's options.")
+          "for a verb's options and its exit status.")
 
 
 class Parser(argparse.ArgumentParser):

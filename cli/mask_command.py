@@ -22,6 +22,15 @@ MASK_MODE_NAMES = {"exclusive": "exclusive", "soft": "soft", "above-mean": "abov
                    "threshold": "threshold"}
 
 
+EXIT_STATUS = (
+    "Exit status: 0 when every picture that can be read has its masks, from this run or an earlier "
+    "one (a file that is not a picture is listed as failed and does not count, as no rerun can mask "
+    "it; ComfyUI is not even loaded for it); 1 when a picture that can be read failed (a rerun retries "
+    "it), when no picture has masks (say, every file is unreadable), or when nothing can run (no "
+    "pictures, no ComfyUI, no usable server, a workflow the tool cannot use); 2 for a bad command "
+    "line; 130 when interrupted (a rerun finishes).")
+
+
 def add_mask_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "mask", help="write a PNG mask per picture and concept",
@@ -30,7 +39,8 @@ def add_mask_command(subparsers) -> None:
                     "share a name, case aside, get their position: sky_blue-1, sky_blue-2), the "
                     "segmentation picture if asked (OUT/segmentation/<picture>.png) and a manifest "
                     "(OUT/manifest.jsonl: each picture's concept -> file). A rerun skips what the "
-                    "manifest lists as done.")
+                    "manifest lists as done.",
+        epilog=EXIT_STATUS)
     parser.add_argument("inputs", nargs="+", help="picture files, folders (searched recursively) or globs")
     parser.add_argument("--concepts", required=True, type=concept_list,
                         help="comma-separated concepts, e.g. 'person, sky, background' (at least two)")
@@ -212,7 +222,7 @@ def run_mask(args) -> int:
         return 0
     tasks = [engine.MaskTask(key, path, concepts, args.caption) for key, path in todo]
     progress = Progress(len(tasks), out, quiet=args.quiet)
-    failures: list[tuple[str, str]] = []
+    failures: list[tuple[str, str, bool]] = []  # key, reason, unreadable
     done = 0
     results = None
     try:
@@ -229,7 +239,7 @@ def run_mask(args) -> int:
                     result.error = f"cannot write its masks: {error}"
             if result.error is not None:
                 record["error"] = result.error
-                failures.append((result.key, result.error))
+                failures.append((result.key, result.error, result.unreadable))
             else:
                 done += 1
             outputs.append(record)
@@ -246,14 +256,25 @@ def run_mask(args) -> int:
         return 130
     progress.close()
     print(summary(done, skipped, failures, outputs, time.perf_counter() - progress.started), file=out)
-    return 0 if done or not failures else 1
+    return exit_status(done, skipped, failures)
+
+
+def exit_status(done: int, skipped: int, failures: list[tuple[str, str, bool]]) -> int:
+    """EXIT_STATUS's rule: 1 while a rerun could mask more, or when nothing has masks at all."""
+    if any(not unreadable for _, _, unreadable in failures) or done + skipped == 0:
+        return 1
+    return 0
 
 
 def summary(done, skipped, failures, outputs, seconds) -> str:
     lines = [f"done: {done} masked in {seconds:.1f} s" + (f", {skipped} already done" if skipped else "") +
              f", {len(failures)} failed; manifest: {outputs.manifest}"]
-    for key, error in failures[:20]:
+    for key, error, _ in failures[:20]:
         lines.append(f"  failed: {key}: {error}")
     if len(failures) > 20:
         lines.append(f"  ... and {len(failures) - 20} more (see the manifest)")
+    unreadable = sum(1 for *_, u in failures if u)
+    if unreadable:
+        lines.append(f"  {unreadable} of them cannot be read as pictures: no rerun can mask them (they alone do "
+                     "not make the exit status 1); fix or remove them")
     return "\n".join(lines)

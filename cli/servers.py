@@ -17,7 +17,8 @@ import urllib.request
 import uuid
 
 from . import images, workflow
-from .tasks import EngineError, ItemError, Settings, describe_refusal, execution_error, failed, finished, prepare
+from .tasks import (EngineError, ItemError, Settings, describe_refusal, execution_error, failed, finished, prepare,
+                    unreadable)
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def worker(server: Server, dispatcher: Dispatcher, template: dict, settings: Set
         try:
             prepared = prepare(task, settings)
         except images.ImageReadError as error:
-            dispatcher.finish(failed(task, server.url, started, str(error)))
+            dispatcher.finish(unreadable(task, server.url, started, error))
             continue
         try:
             name = server.upload(prepared.png)

@@ -78,6 +78,7 @@ class MaskResult:
     error: str | None = None
     size: tuple[int, int] | None = None  # the image's (width, height)
     task: MaskTask | None = field(default=None, repr=False)
+    unreadable: bool = False  # the input file is not a picture: no rerun can mask it
 
 
 class EngineError(RuntimeError):
@@ -125,6 +126,13 @@ def finished(prepared: Prepared, pngs: list[bytes], source: str, started: float)
 
 def failed(task: MaskTask, source: str, started: float, error: str, size=None) -> MaskResult:
     return MaskResult(task.key, None, source, time.perf_counter() - started, error, size, task)
+
+
+def unreadable(task: MaskTask, source: str, started: float, error: images.ImageReadError) -> MaskResult:
+    """The input file cannot be read as a picture: failed before anything ran."""
+    result = failed(task, source, started, str(error))
+    result.unreadable = True
+    return result
 
 
 def execution_error(messages) -> str:

@@ -209,7 +209,7 @@ def test_interrupted_run_restarted_redoes_nothing_it_finished(dataset, servers, 
     assert third.returncode == 0 and "nothing to do" in third.stderr
 
 
-def test_bad_inputs_give_clear_messages_and_fail_only_when_nothing_was_done(dataset, servers, tmp_path):
+def test_bad_inputs_give_clear_messages_and_fail_only_when_a_rerun_could_do_more(dataset, servers, tmp_path):
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for name in ("pic01.png", "pic02.png"):
@@ -223,6 +223,12 @@ def test_bad_inputs_give_clear_messages_and_fail_only_when_nothing_was_done(data
     assert "done: 2 masked" in some_bad.stderr and "2 failed" in some_bad.stderr
     assert "failed: truncated.png: cannot read" in some_bad.stderr
     assert "failed: notes.png: cannot read" in some_bad.stderr
+    # the rerun has only the two unreadable files left: done (status 0), without loading ComfyUI
+    rerun = run_cli("mask", mixed, *common[:4], "--out", tmp_path / "out", "--comfyui", COMFYUI,
+                    "--base-directory", dataset["base"])
+    assert rerun.returncode == 0, rerun.stderr
+    assert "2 of 4 pictures already done" in rerun.stderr and "failed: notes.png: cannot read" in rerun.stderr
+    assert "loaded in-process" not in rerun.stderr
 
     (tmp_path / "empty").mkdir()
     empty = run_cli("mask", tmp_path / "empty", *common, "--out", tmp_path / "out2")

@@ -17,6 +17,7 @@ engine = importlib.import_module(PACK + ".cli.engine")
 workflow = importlib.import_module(PACK + ".cli.workflow")
 inputs = importlib.import_module(PACK + ".cli.inputs")
 images = importlib.import_module(PACK + ".cli.images")
+inprocess = importlib.import_module(PACK + ".cli.inprocess")
 main = importlib.import_module(PACK + ".cli.main")
 mask_command = importlib.import_module(PACK + ".cli.mask_command")
 
@@ -141,6 +142,60 @@ def test_concepts_whose_file_names_would_collide_get_one_file_each(tmp_path):
               "masks": {"🐶": "masks/pic.png.concept.png", "🐱": "masks/pic.png.concept.png"}}
     (tmp_path / "masks" / "pic.png.concept.png").write_bytes(b"")
     assert not outputs.is_done(shared, {"concepts": ["🐶", "🐱"]}, segmentation=False)  # redone on resume
+
+
+def stand_in_engine(fail=()):
+    """Stands in for engine.run_tasks: even maps for every picture that can be read, an item
+    error (as ComfyUI gives one) for the keys in `fail`."""
+    def run_tasks(tasks, settings, servers=None, comfyui=None, progress=None):
+        for task in tasks:
+            prepared = engine.prepare(task, settings)  # every picture here can be read
+            if task.key in fail:
+                yield engine.failed(task, "stand-in", 0.0, "ConceptSaliency: out of memory", prepared.size)
+                continue
+            width, height = prepared.size
+            soft = np.full((len(task.concepts), height, width), 1 / len(task.concepts), np.float32)
+            yield engine.MaskResult(task.key, soft, "stand-in", 0.0, None, prepared.size, task)
+    return run_tasks
+
+
+def test_a_rerun_left_with_unreadable_files_only_succeeds_without_loading_comfyui(tmp_path, monkeypatch, capsys):
+    """Unreadable files cannot be fixed by a rerun: they are reported, never make the status 1
+    once the readable pictures are done, and never cost a ComfyUI load (the in-process engine
+    loads it at the first picture it can read)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("good.png", "also_good.png"):
+        Image.new("RGB", (32, 32), (40, 90, 200)).save(photos / name)
+    argv = ["mask", str(photos), "--concepts", "sky, background", "--out", str(tmp_path / "out")]
+    with monkeypatch.context() as patched:
+        patched.setattr(engine, "run_tasks", stand_in_engine())
+        assert main.main(argv) == 0
+    (photos / "notes.png").write_text("not a picture")
+    (photos / "cut.png").write_bytes((photos / "good.png").read_bytes()[:60])
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("ComfyUI loaded for a run with no picture it could read")
+    monkeypatch.setattr(inprocess, "InProcessComfy", no_load)
+    monkeypatch.setattr(inprocess, "find_comfyui", lambda explicit=None: tmp_path)
+    capsys.readouterr()
+    assert main.main(argv) == 0  # the real engine, in-process
+    err = capsys.readouterr().err
+    assert "2 of 4 pictures already done" in err and "done: 0 masked" in err and "2 failed" in err
+    assert "failed: notes.png: cannot read" in err and "failed: cut.png: cannot read" in err
+    assert "2 of them cannot be read as pictures" in err
+    assert main.main(argv) == 0  # and again: nothing changed
+    only_bad = ["mask", str(photos / "notes.png"), "--concepts", "sky, background", "--out", str(tmp_path / "o2")]
+    assert main.main(only_bad) == 1  # no picture has masks: nothing could be done
+    monkeypatch.setattr(engine, "run_tasks", stand_in_engine(fail={"also_good.png"}))
+    (photos / "notes.png").unlink()
+    (photos / "cut.png").unlink()
+    assert main.main([*argv, "--redo"]) == 1  # a picture that can be read failed: a rerun can do it
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main.main(["mask", "--help"])
+    assert "Exit status: 0 when every picture that can be read has its masks" in " ".join(
+        capsys.readouterr().out.split())  # the rule is in the tool's help
 
 
 def test_unknown_flags_get_the_closest_known_one(capsys):
