@@ -235,3 +235,70 @@ def test_lumina2_runs_on_0_29_and_is_refused_with_the_reason_on_0_3_64():
         return
     with pytest.raises(UnsupportedModelError, match=r"does not mark its layers .*ComfyUI 0.29 or later"):
         api.patch_model(model, torch.zeros(3, Z_IMAGE_TEXT), NAMES)
+
+
+# -- the text encoders: a concept's own tokens inside the family's template ------------------------
+
+IM_START, IM_END = 151644, 151645
+
+
+def _own_rows(clip, key, text, dropped_prefix):
+    """Ground truth without the pack: the concept's tokens run from after the last
+    '<|im_start|>user\\n' before them to the next <|im_end|>; the encoder output starts at the
+    token sequence's start, or (Krea 2) at the concept's first token (the system part and
+    '<|im_start|>user\\n' dropped)."""
+    tokens = clip.tokenize(text)
+    ids = [int(t[0]) for t in tokens[key][0]]
+    user = [i for i, token in enumerate(ids) if token == IM_START][-2]  # the last is the assistant's
+    first = user + 3
+    end = ids.index(IM_END, first)
+    assert clip.tokenizer.__dict__[key].tokenizer.decode(ids[first:end]) == text
+    out = clip.encode_from_tokens(tokens)[0]
+    offset = first if dropped_prefix else 0
+    assert out.shape[0] == len(ids) - offset
+    return out[first - offset:end - offset].float().mean(0)
+
+
+@needs_029
+@pytest.mark.parametrize("family", ["z_image", "krea2"])
+@pytest.mark.parametrize("text", ["dog", "skyscraper window"])
+def test_concepts_are_the_mean_of_their_own_rows_inside_the_template(family, text):
+    from tiny_single_stream import tiny_krea2_clip, tiny_z_image_clip
+
+    from concept_attention_pack.nodes.families import Krea2, ZImage
+    from concept_attention_pack.nodes.text_encoding import encode_concepts
+    clip = tiny_krea2_clip(0) if family == "krea2" else tiny_z_image_clip(0)
+    adapter = Krea2() if family == "krea2" else ZImage()
+    key = adapter.text_keys[0]
+    expected = _own_rows(clip, key, text, dropped_prefix=family == "krea2")
+    keys, first_row, whole = adapter.concept_text(clip)
+    (got,) = encode_concepts(clip, [text], keys, "", first_row, whole)
+    torch.testing.assert_close(got, expected)
+
+
+@needs_029
+@pytest.mark.parametrize("family", ["z_image", "krea2"])
+def test_the_families_clip_drives_the_tiny_model_through_the_node(family):
+    """Concept Attention with the family's own CLIP: maps while sampling and on the encode path (the
+    empty prompt kept with the patch)."""
+    import comfy.sample
+    from tiny_single_stream import CLIP_WIDTH, build_krea2, tiny_krea2_clip, tiny_z_image_clip
+
+    from concept_attention_pack.nodes import api
+    from concept_attention_pack.nodes.concept_nodes import ConceptAttention
+    if family == "krea2":
+        model, clip = build_krea2(seed=1, txt_dim=CLIP_WIDTH, txt_layers=12), tiny_krea2_clip(0)
+        latent = torch.zeros(1, 16, 1, *SHAPE)
+    else:
+        import comfy.supported_models
+        from tiny_single_stream import _patcher, z_image_config
+        model = _patcher(comfy.supported_models.ZImage(z_image_config(text=CLIP_WIDTH)), 1, 0.1, torch.float32)
+        clip = tiny_z_image_clip(0)
+        latent = torch.zeros(1, 16, *SHAPE)
+    patched = ConceptAttention.execute(model, clip, "dog\nsky", "auto", 0.0, 1.0, "output space", True).args[0]
+    prompt = clip.encode_from_tokens_scheduled(clip.tokenize("a dog under the sky"))
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    samples = comfy.sample.sample(patched, noise, 2, 1.0, "euler", "simple", prompt, prompt, latent, disable_pbar=True)
+    maps = api.concept_maps(patched, samples, source="sampling")
+    assert maps.names == ("dog", "sky") and maps.maps.shape == (1, 2, 4, 5)
+    assert api.concept_maps(patched, samples, source="latent").maps.shape == (1, 2, 4, 5)

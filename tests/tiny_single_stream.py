@@ -58,19 +58,29 @@ def _patcher(model_config, seed, std, dtype):
 
 
 def build_z_image(seed=0, variant="z_image", layers=3, dtype=torch.float32, std=0.1):
+    """(ComfyUI 0.3.64 has Lumina 2 only, and a NextDiT without some of 0.29's options: those are
+    left out there, as its model detection leaves them out.)"""
+    import inspect
+
+    import comfy.ldm.lumina.model as lumina
     import comfy.supported_models
-    config_class = comfy.supported_models.ZImage if variant == "z_image" else comfy.supported_models.Lumina2
-    return _patcher(config_class(z_image_config(variant, layers)), seed, std, dtype)
+    config = z_image_config(variant, layers)
+    accepted = inspect.signature(lumina.NextDiT.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        config = {k: v for k, v in config.items() if k in accepted or k == "image_model"}
+    config_class = getattr(comfy.supported_models, "ZImage" if variant == "z_image" else "Lumina2")
+    return _patcher(config_class(config), seed, std, dtype)
 
 
-def krea2_config(layers=3) -> dict:
-    return dict(image_model="krea2", features=64, tdim=256, txtdim=KREA2_TXT_DIM, heads=2, kvheads=1, multiplier=4,
-                layers=layers, patch=2, channels=16, txtlayers=KREA2_TXT_LAYERS, txtheads=2, txtkvheads=1)
+def krea2_config(layers=3, txt_dim=KREA2_TXT_DIM, txt_layers=KREA2_TXT_LAYERS) -> dict:
+    return dict(image_model="krea2", features=64, tdim=256, txtdim=txt_dim, heads=2, kvheads=1, multiplier=4,
+                layers=layers, patch=2, channels=16, txtlayers=txt_layers, txtheads=2, txtkvheads=1)
 
 
-def build_krea2(seed=0, layers=3, dtype=torch.float32, std=0.1, ref_method=None):
+def build_krea2(seed=0, layers=3, dtype=torch.float32, std=0.1, ref_method=None, txt_dim=KREA2_TXT_DIM,
+                txt_layers=KREA2_TXT_LAYERS):
     import comfy.supported_models
-    config = krea2_config(layers)
+    config = krea2_config(layers, txt_dim, txt_layers)
     if ref_method:
         config["default_ref_method"] = ref_method
     return _patcher(comfy.supported_models.Krea2(config), seed, std, dtype)
@@ -108,3 +118,49 @@ def capture_layers(model_patcher, blocks):
     finally:
         for hook in hooks:
             hook.remove()
+
+
+CLIP_WIDTH = 16  # the tiny text encoders' hidden size
+
+
+def _llm_config(layers):
+    return {"hidden_size": CLIP_WIDTH, "intermediate_size": 32, "num_hidden_layers": layers, "num_attention_heads": 2,
+            "num_key_value_heads": 1}
+
+
+def tiny_z_image_clip(seed=0):
+    """A real comfy.sd.CLIP for Z-Image: ComfyUI's ZImageTokenizer (its chat template, the Qwen2 BPE
+    files shipped with ComfyUI) and Z-Image text-encoder class, with a tiny random Qwen3 (3 layers,
+    width 16; ComfyUI reads the second-to-last hidden state). A Z-Image model for it: text width 16."""
+    import types
+
+    import comfy.sd
+    import comfy.text_encoders.z_image as z_image_te
+    from tiny_flux import _randomize_text_encoder
+    target = types.SimpleNamespace(clip=z_image_te.te(), tokenizer=z_image_te.ZImageTokenizer, params={})
+    clip = comfy.sd.CLIP(target=target, model_options={"dtype": torch.float32, "qwen3_4b_model_config": _llm_config(3)})
+    return _randomize_text_encoder(clip, seed)
+
+
+def tiny_krea2_clip(seed=0):
+    """A real comfy.sd.CLIP for Krea 2: ComfyUI's Krea2Tokenizer (the Qwen-Image system template) and
+    Krea2TEModel (12 tapped hidden states of 36 layers, flattened; the template's system part
+    dropped), with a tiny random Qwen3-VL language model (width 16); its vision tower (unused for
+    text) replaced by an empty module. A Krea 2 model for it: txtdim 16, txtlayers 12."""
+    import types
+    from unittest import mock
+
+    import comfy.sd
+    import comfy.text_encoders.krea2 as krea2_te
+    import comfy.text_encoders.qwen3vl as qwen3vl
+    from tiny_flux import _randomize_text_encoder
+
+    class NoVision(torch.nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+    target = types.SimpleNamespace(clip=krea2_te.te(), tokenizer=krea2_te.Krea2Tokenizer, params={})
+    with mock.patch.object(qwen3vl, "Qwen3VLVisionModel", NoVision):
+        clip = comfy.sd.CLIP(target=target, model_options={"dtype": torch.float32,
+                                                           "qwen3vl_4b_model_config": _llm_config(36)})
+    return _randomize_text_encoder(clip, seed)
