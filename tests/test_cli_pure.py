@@ -198,6 +198,41 @@ def test_a_rerun_left_with_unreadable_files_only_succeeds_without_loading_comfyu
         capsys.readouterr().out.split())  # the rule is in the tool's help
 
 
+class FailingEngine:
+    """Stands in for cli.engine in `eval`: every image fails, most with one reason, one with a
+    reason naming its own file (as an unreadable picture's does)."""
+    Settings, MaskTask = engine.Settings, engine.MaskTask
+
+    def run_tasks(self, tasks, settings, servers=None, comfyui=None, progress=None):
+        for k, task in enumerate(tasks):
+            error = (f"cannot read {task.image} as an image (truncated)" if k == 2 else
+                     "no server left (http://gpu1:8188 does not answer)")
+            yield engine.MaskResult(task.key, None, "stand-in", 0.0, error)
+
+
+def test_eval_that_scores_nothing_says_why_on_the_console_and_in_the_report(tmp_path, capsys):
+    voc = tmp_path / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / folder).mkdir(parents=True)
+    names = [f"2007_00000{i}" for i in range(1, 5)]
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:, :32] = 12  # a dog on the left
+    for name in names:
+        Image.fromarray(labels, mode="L").save(voc / "SegmentationClass" / f"{name}.png")
+        Image.new("RGB", (64, 64)).save(voc / "JPEGImages" / f"{name}.jpg")
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(names))
+    bench = importlib.import_module(PACK + ".cli.bench")
+    args = main.build_parser().parse_args(["eval", str(voc), "--benchmark", "voc-single", "--out", str(tmp_path / "out")])
+    assert bench.run_eval_command(args, engine=FailingEngine()) == 1
+    console = capsys.readouterr().out
+    report = (tmp_path / "out" / "report.md").read_text()
+    for text in (console, report):
+        assert "(0 scored, 4 failed; all images)" in text and "No image was scored" in text
+        assert "| metric |" not in text  # no empty table
+        assert "- 3 x no server left (http://gpu1:8188 does not answer) (2007_000001, 2007_000002, 2007_000004)" in text
+        assert "- 1 x cannot read " in text and "<image>.png as an image (truncated) (2007_000003)" in text
+
+
 def test_unknown_flags_get_the_closest_known_one(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main.main(["mask", "x", "--concepts", "a, b", "--out", "o", "--noise-levle", "0.3"])

@@ -35,7 +35,9 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
         "eval", help="the paper's segmentation benchmark (ImageNet-Segmentation, PascalVOC 2012)",
         description="Run the paper's zero-shot segmentation protocol on ImageNet-Segmentation "
                     "(gtsegs_ijcv.mat) or PascalVOC 2012 (a VOCdevkit folder) and report pixel accuracy, "
-                    "standard mIoU, the paper's mIoU (acc/(2-acc)) and mAP next to the paper's Table 1.")
+                    "standard mIoU, the paper's mIoU (acc/(2-acc)) and mAP next to the paper's Table 1.",
+        epilog="Exit status: 0 when every split scored at least one image; 1 when a split scored none "
+               "(the report lists why its images failed); 2 for a bad command line or dataset.")
     parser.add_argument("dataset", type=pathlib.Path,
                         help="gtsegs_ijcv.mat, or a PascalVOC 2012 folder (VOC2012, VOCdevkit or above)")
     parser.add_argument("--benchmark", choices=BENCHMARKS,

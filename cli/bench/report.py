@@ -49,18 +49,45 @@ def _paper_value(report: dict, rule: str):
     return report["paper_table1"].get(key)
 
 
+def failure_reasons(failures: list[dict]) -> list[tuple[str, list[str]]]:
+    """(reason, the keys that failed for it), most frequent first. An image's own key in its
+    reason (a path, say) is written <image>, so images failing alike count as one reason."""
+    groups: dict[str, list[str]] = {}
+    for failure in failures:
+        key, error = failure["key"], str(failure.get("error") or "no maps returned")
+        groups.setdefault(error.replace(key, "<image>") if key else error, []).append(key)
+    return sorted(groups.items(), key=lambda item: -len(item[1]))  # stable: first seen first among equals
+
+
+def failure_lines(failures: list[dict], shown: int = 5) -> list[str]:
+    """The failures by reason, with counts and a few keys each (report.json lists every one)."""
+    reasons = failure_reasons(failures)
+    lines = [f"Failed: {len(failures)} image{'s' if len(failures) != 1 else ''}, by reason:", ""]
+    for reason, keys in reasons[:shown]:
+        examples = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+        lines.append(f"- {len(keys)} x {reason} ({examples})")
+    if len(reasons) > shown:
+        lines.append(f"- ... and {len(reasons) - shown} other reasons (report.json lists every failure)")
+    return lines
+
+
 def markdown(splits: list[dict], limit: int | None = None) -> str:
     lines = []
     for split in splits:
         metrics = split["metrics"]
         scope = f"first {limit} images" if limit else "all images"
-        lines += [f"### {split['title']} ({split['scored']} scored, {split['failed']} failed; {scope})", "",
-                  "| metric | this run | paper, Table 1 (Flux) |", "|---|---|---|"]
+        lines += [f"### {split['title']} ({split['scored']} scored, {split['failed']} failed; {scope})", ""]
+        if split["scored"]:
+            lines += ["| metric | this run | paper, Table 1 (Flux) |", "|---|---|---|"]
+        else:
+            lines.append("No image was scored, so there are no metrics.")
         for key, label, rule in ROWS:
-            if key not in metrics:
+            if key not in metrics or not split["scored"]:
                 continue
             paper = _paper_value(split, rule)
             lines.append(f"| {label} | {100 * metrics[key]:.2f} | {'' if paper is None else f'{paper:.2f}'} |")
+        if split["failures"]:
+            lines += ["", *failure_lines(split["failures"])]
         if split["protocol"]["changed_from_protocol"]:
             lines.append(f"\nChanged from the paper's protocol: {split['protocol']['changed_from_protocol']}")
         lines.append("")
