@@ -75,7 +75,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                       help=f"noises averaged per picture, 1..{SEED_COUNT_MAX} (the paper uses 5; more: cleaner, "
                            "slower)")
     maps.add_argument("--noise-level", type=number(0.0, 1.0), default=d.noise_level,
-                      help="position in the noise schedule, 0..1 (0.5: the paper's)")
+                      help="position in the model's noise schedule, 0..1. 0.5, the paper's, is sigma 0.5 for "
+                           "Flux.1 schnell, about 0.76 for Flux.1 dev (shift 1.15, its 1024 px value) and about "
+                           "0.883 for Flux.2 dev and Klein (shift 2.02); other models: their own shift")
     maps.add_argument("--blocks", type=blocks, default=d.blocks,
                       help="double blocks averaged: 'last 4', 'all', '14-17', '0,2,5', 'auto' (the model's default)")
     maps.add_argument("--blur", action=argparse.BooleanOptionalAction, default=d.blur,

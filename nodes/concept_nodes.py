@@ -134,8 +134,8 @@ class ConceptSaliency(io.ComfyNode):
                                        "latent: always computed from the latent (noise, one forward pass)."),
                 io.Float.Input("noise_level", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="When computing from a latent: the position in the model's noise "
-                                       "schedule (0.5 = the paper's: sigma 0.5 for schnell, about 0.76 for "
-                                       "dev). Lower keeps more detail, higher is smoother."),
+                                       "schedule (0.5 = the paper's: sigma 0.5 for Flux.1 schnell, about 0.76 "
+                                       "for Flux.1 dev, 0.88 for Flux.2). Lower keeps more detail, higher is smoother."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Noise seed when computing from a latent."),
                 io.Int.Input("seed_count", default=1, min=1, max=16,

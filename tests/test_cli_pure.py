@@ -233,6 +233,29 @@ def test_eval_that_scores_nothing_says_why_on_the_console_and_in_the_report(tmp_
         assert "- 1 x cannot read " in text and "<image>.png as an image (truncated) (2007_000003)" in text
 
 
+@pytest.mark.comfy
+def test_noise_level_help_and_tooltip_name_the_family_of_each_sigma_comfyui_gives(capsys):
+    """Position 0.5 is a different sigma per family (the schedule's shift): a bare 'about 0.76
+    for dev' reads as if it held for every dev model."""
+    import types
+    import comfy.model_base as base
+    import comfy.supported_models as models
+
+    def sigma(config, kind=base.ModelType.FLUX):  # the schedule get_model builds; as nodes.api.noise_sigma
+        schedule = base.model_sampling(types.SimpleNamespace(sampling_settings=config.sampling_settings), kind)
+        return schedule.percent_to_sigma(1.0 - 0.5)
+    with pytest.raises(SystemExit):
+        main.main(["mask", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"sigma {sigma(models.FluxSchnell, base.ModelType.FLOW):g} for Flux.1 schnell" in text
+    assert f"about {sigma(models.Flux):.2f} for Flux.1 dev (shift 1.15" in text
+    if hasattr(models, "Flux2"):  # ComfyUI 0.3.64 has no Flux.2
+        assert f"about {sigma(models.Flux2):.3f} for Flux.2 dev and Klein (shift 2.02)" in text
+    tooltip = next(i.tooltip for i in importlib.import_module(PACK + ".nodes.concept_nodes").ConceptSaliency
+                   .define_schema().inputs if i.id == "noise_level")
+    assert f"about {sigma(models.Flux):.2f} for Flux.1 dev" in tooltip and "0.88 for Flux.2" in tooltip
+
+
 def test_unknown_flags_get_the_closest_known_one(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main.main(["mask", "x", "--concepts", "a, b", "--out", "o", "--noise-levle", "0.3"])

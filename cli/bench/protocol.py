@@ -125,8 +125,8 @@ VOC_SINGLE = Protocol(
     paper_miou_is="miou",
     deviations=[
         "The authors' VOC script sums raw dot products over blocks 14-18 (no softmax) at noise "
-        "step 3 of a shifted 4-step schedule (sigma 0.513); the pack averages softmaxed maps and "
-        "uses position 0.5 of schnell's schedule (sigma 0.5).",
+        "step 3 of a 4-step schedule shifted as for Flux.1 at 1024 px (sigma 0.513); the pack averages "
+        "softmaxed maps and uses position 0.5 of Flux.1 schnell's schedule (sigma 0.5).",
         "AP uses the class concept's share (0..1); the authors' uses its raw dot product.",
         "Pixel accuracy ignores void pixels; the authors' script counts each void pixel as half "
         "wrong (reported as accuracy_authors_voc).",
