@@ -238,10 +238,9 @@ def _open(browser, server, workflow: dict, name: str, downloads: list | None = N
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, tmp_path_factory):
-    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
-    from workflow_layouts import LAYOUTS, MODEL_LOADERS
-    if LAYOUTS[path.stem].get("needs_flux2") and not families_supported():
-        pytest.skip(FAMILIES_SKIP_REASON)  # its Flux.2 nodes are missing in 0.3.64 and its frontend
+    from workflow_layouts import LAYOUTS, MODEL_LOADERS, missing_in_this_comfyui
+    if missing_in_this_comfyui(path.stem):
+        pytest.skip(missing_in_this_comfyui(path.stem))  # its nodes are missing in 0.3.64 and its frontend
     workflow = json.loads(path.read_text())
     page, graph, errors = _open(browser, server, workflow, path.name)
     try:
@@ -295,6 +294,10 @@ OFFERED = {"photo_mask_new_background": ["flux1-schnell.safetensors", "t5xxl_fp1
                                          "ae.safetensors"],
            "flux2_klein_generate_mask_edit": ["flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors",
                                               "flux2-vae.safetensors"],
+           "z_image_turbo_generate_mask_inpaint": ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors",
+                                                   "ae.safetensors"],
+           "krea2_generate_mask_recolour": ["krea2_turbo_fp8_scaled.safetensors", "qwen3vl_4b_fp8_scaled.safetensors",
+                                            "qwen_image_vae.safetensors"],
            "sd35_generate_mask_inpaint": ["sd3.5_large_fp8_scaled.safetensors"],
            "qwen_image_generate_mask_inpaint": ["qwen_image_fp8_e4m3fn.safetensors",
                                                 "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"],
@@ -306,10 +309,9 @@ OFFERED = {"photo_mask_new_background": ["flux1-schnell.safetensors", "t5xxl_fp1
 def test_missing_model_files_are_offered_for_download(server, browser, stem):
     """No model files on this server: the frontend lists each loader's files with a download
     offer (frontend 1.27: a dialog; 1.47: the errors panel behind "View details")."""
-    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
-    from workflow_layouts import LAYOUTS, MODEL_SOURCES
-    if LAYOUTS[stem].get("needs_flux2") and not families_supported():
-        pytest.skip(FAMILIES_SKIP_REASON)
+    from workflow_layouts import LAYOUTS, MODEL_SOURCES, missing_in_this_comfyui
+    if missing_in_this_comfyui(stem):
+        pytest.skip(missing_in_this_comfyui(stem))
     path = ROOT / "workflows" / f"{stem}.json"
     workflow = json.loads(path.read_text())
     downloads = []

@@ -204,11 +204,17 @@ def _unet_stand_in(inputs):
         return "TinyFluxLoader", {"seed": 0, "schnell": "schnell" in name}
     if name.startswith(("qwen_image_fp8", "qwen_image_edit_2509")):
         return "TinyQwenImageLoader", {"seed": 0}
+    if name.startswith("z_image_turbo"):
+        return "TinyZImageLoader", {"seed": 0}
+    if name.startswith("krea2_turbo"):
+        return "TinyKrea2Loader", {"seed": 0}
     raise ValueError(f"no stand-in for the diffusion model {name!r}")
 
 
 CLIP_STAND_INS = {("qwen_3_4b.safetensors", "flux2"): "TinyKleinClipLoader",
-                  ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image"): "TinyQwenImageClipLoader"}
+                  ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image"): "TinyQwenImageClipLoader",
+                  ("qwen_3_4b.safetensors", "lumina2"): "TinyZImageClipLoader",
+                  ("qwen3vl_4b_fp8_scaled.safetensors", "krea2"): "TinyKrea2ClipLoader"}
 
 
 def _clip_stand_in(inputs):
@@ -258,7 +264,7 @@ def _with_stand_ins(api: dict) -> dict:
     for node in api.values():
         if node["class_type"] in STAND_INS:
             node["class_type"], node["inputs"] = STAND_INS[node["class_type"]](node["inputs"])
-        elif node["class_type"] in ("EmptySD3LatentImage", "EmptyFlux2LatentImage", "Flux2Scheduler"):
+        elif node["class_type"] in ("EmptySD3LatentImage", "EmptyFlux2LatentImage", "Flux2Scheduler", "EmptyLatentImage"):
             node["inputs"].update(width=SMALL[0], height=SMALL[1])
         elif node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
@@ -268,11 +274,11 @@ def _with_stand_ins(api: dict) -> dict:
 
 
 def _skip_without_flux2(path):
-    """Workflows for Flux.2 (layout flag needs_flux2) need ComfyUI's Flux.2 classes (0.29)."""
-    from tiny_flux import FAMILIES_SKIP_REASON, families_supported
-    from workflow_layouts import LAYOUTS
-    if LAYOUTS[path.stem].get("needs_flux2") and not families_supported():
-        pytest.skip(FAMILIES_SKIP_REASON)
+    """Workflows for Flux.2, Z-Image or Krea 2 need ComfyUI 0.29's classes (layout flags)."""
+    from workflow_layouts import missing_in_this_comfyui
+    reason = missing_in_this_comfyui(path.stem)
+    if reason:
+        pytest.skip(reason)
 
 
 def _save_example_photo(server):

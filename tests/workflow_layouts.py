@@ -58,6 +58,19 @@ MODEL_SOURCES = {
     "qwen_image_vae.safetensors": {
         "url": "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/qwen_image_vae.safetensors",
         "directory": "vae"},
+    # Z-Image Turbo: from ComfyUI's own template image_z_image_turbo.json ("Text to Image (Z-Image-Turbo)"
+    # subgraph; its qwen_3_4b.safetensors and ae.safetensors, the same files as above, come from the
+    # z_image_turbo repository there). Krea 2 Turbo with its text encoder (Qwen3-VL 4B): from
+    # image_krea2_turbo_t2i.json ("Text to Image (Krea-2 Turbo)" subgraph; its VAE is qwen_image_vae).
+    "z_image_turbo_bf16.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors",
+        "directory": "diffusion_models"},
+    "krea2_turbo_fp8_scaled.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/Krea-2/resolve/main/diffusion_models/krea2_turbo_fp8_scaled.safetensors",
+        "directory": "diffusion_models"},
+    "qwen3vl_4b_fp8_scaled.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/Krea-2/resolve/main/text_encoders/qwen3vl_4b_fp8_scaled.safetensors",
+        "directory": "text_encoders"},
 }
 MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "clip_name2"], "CLIPLoader": ["clip_name"],
                  "VAELoader": ["vae_name"], "CheckpointLoaderSimple": ["ckpt_name"]}
@@ -78,6 +91,7 @@ SIZES = {
     "SamplerCustomAdvanced": [300, 126], "SetLatentNoiseMask": [300, 46], "SplitSigmasDenoise": [300, 78],
     "CheckpointLoaderSimple": [380, 98],  # room for ckpt_name beside the SD3.5 file name
     "ModelSamplingAuraFlow": [300, 58], "CFGNorm": [300, 82], "TextEncodeQwenImageEditPlus": [400, 220],
+    "EmptyLatentImage": [300, 106], "EmptyImage": [300, 130], "ImageBlend": [300, 106],
 }
 NOTE_SIZE = [420, 330]
 
@@ -250,4 +264,66 @@ What to change:
         "titles": {"5": "Prompt", "9": "Negative (unused at cfg 1)", "12": "Save: picture",
                    "13": "Save: each concept's map over the picture", "14": "Preview: segmentation"},
     },
+    "z_image_turbo_generate_mask_inpaint": {
+        "needs_single_stream": True,  # ComfyUI 0.29's Z-Image; the tests skip it on 0.3.64
+        "stages": [
+            [note("""
+Z-Image Turbo: generate a picture, mask one of its concepts from the maps recorded while sampling, and repaint that part with a second prompt. Loaders, shift (ModelSamplingAuraFlow 3), size and sampler are those of ComfyUI's Z-Image Turbo template: 8 steps, cfg 1, res_multistep, simple, 1024x1024, the negative zeroed.
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts: name what will be in the picture (the subject, hair, boats, ... and background). The size: Empty SD3 Latent Image.
+- 3: Concept Saliency's concept: the one to repaint (several, comma-separated: their union; invert: everything else).
+- 4: GrowMask expand (pixels added around the mask) and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the second prompt and KSampler's denoise (lower keeps more of the first picture).
+"""), {"title": "1. Load models", "columns": [["1", "2", "3"], ["4"]]}],
+            [{"title": "2. Generate (concepts recorded while sampling)",
+              "columns": [["5", "6", "7"], ["8", "9", "10"]]}],
+            [{"title": "3. Mask by concept", "columns": [["11", "12"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["13", "14", "15", "16"]]}],
+            [{"title": "5. Repaint the masked part with a new prompt", "columns": [["17", "18"], ["19", "20"]]}],
+            [{"title": "6. Paste into the first picture", "columns": [["21", "22"]]}],
+        ],
+        "titles": {"4": "Shift (ModelSamplingAuraFlow)", "6": "Prompt", "7": "Negative (zeroed; unused at cfg 1)",
+                   "12": "Preview: each concept's map", "14": "Feather: mask to image", "15": "Feather: blur",
+                   "16": "Feather: back to mask", "17": "Second prompt (the repainted part)",
+                   "18": "Noise mask (repaint only it)", "19": "KSampler (repaint)",
+                   "21": "Paste the repainted part"},
+    },
+    "krea2_generate_mask_recolour": {
+        "needs_single_stream": True,  # ComfyUI 0.29's Krea 2; the tests skip it on 0.3.64
+        "stages": [
+            [note("""
+Krea 2 Turbo: generate a picture, mask one of its concepts from the maps recorded while sampling, and recolour that part. Loaders, size and sampler are those of ComfyUI's Krea 2 Turbo template without its prompt enhancer and LoRA: 8 steps, cfg 1, euler, simple, 1024x1024, the negative zeroed.
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts: name what will be in the picture (the subject, road, trees, ... and background). The size: Empty Latent Image.
+- 3: Concept Saliency's concept: the one to recolour (several, comma-separated: their union; invert: everything else).
+- 4: GrowMask expand and ImageBlur blur_radius / sigma (how soft the edge of the new colour is).
+- 5: the colour (Empty Image's color), Image Blend's blend_mode (soft_light keeps the shading) and blend_factor (how strong).
+"""), {"title": "1. Load models", "columns": [["1", "2", "3"]]}],
+            [{"title": "2. Generate (concepts recorded while sampling)",
+              "columns": [["4", "5", "6"], ["7", "8", "9"]]}],
+            [{"title": "3. Mask by concept", "columns": [["10", "11"]]}],
+            [{"title": "4. Grow and feather the mask", "columns": [["12", "13", "14", "15"]]}],
+            [{"title": "5. Recolour the masked part", "columns": [["16", "17", "18"], ["19"]]}],
+        ],
+        "titles": {"5": "Prompt", "6": "Negative (zeroed; unused at cfg 1)", "11": "Preview: each concept's map",
+                   "13": "Feather: mask to image", "14": "Feather: blur", "15": "Feather: back to mask",
+                   "16": "The new colour", "17": "Tint the picture", "18": "Paste the tinted part"},
+    },
 }
+
+
+def missing_in_this_comfyui(stem: str) -> str | None:
+    """Why a shipped workflow cannot run on this ComfyUI (its model classes or nodes are missing:
+    Flux.2, Z-Image and Krea 2 need 0.29), or None."""
+    layout = LAYOUTS[stem]
+    if layout.get("needs_flux2"):
+        from tiny_flux import FAMILIES_SKIP_REASON, families_supported
+        if not families_supported():
+            return FAMILIES_SKIP_REASON
+    if layout.get("needs_single_stream"):
+        from tiny_single_stream import VERSION_SKIP_REASON, single_stream_supported
+        if not single_stream_supported():
+            return VERSION_SKIP_REASON
+    return None

@@ -2,7 +2,7 @@
 Flux.2 Klein UNET, CLIP (qwen_3_4b, type flux2) and VAE (flux2-vae) loaders, and an SD3/SD3.5
 checkpoint loader (MODEL, CLIP, VAE, like CheckpointLoaderSimple on sd3.5_large_fp8_scaled), and the
 Qwen-Image UNET (qwen_image / qwen_image_edit_2509), CLIP (qwen_2.5_vl_7b, type qwen_image, with a
-tiny vision tower for TextEncodeQwenImageEditPlus) and VAE (qwen_image_vae) loaders, so that
+tiny vision tower for TextEncodeQwenImageEditPlus) and VAE (qwen_image_vae) loaders, Z-Image Turbo and Krea 2 (0.29) with their text encoders, so that
 workflows run headless with no model files. Loaded by the test server beside the pack. The Klein
 ones need ComfyUI 0.29 (Flux.2 classes) when they run; the module imports on 0.3.64 too."""
 import pathlib
@@ -16,6 +16,7 @@ from tiny_flux import build_flux, build_flux2, tiny_clip, tiny_klein_clip  # noq
 from tiny_sd3 import VARIANTS as SD3_VARIANTS, build_sd3, tiny_sd3_clip  # noqa: E402
 from tiny_qwen import build_qwen_image  # noqa: E402
 from tiny_qwen_vision import tiny_qwen_vl_clip  # noqa: E402
+from tiny_single_stream import CLIP_WIDTH, build_krea2, tiny_krea2_clip, tiny_z_image_clip  # noqa: E402
 
 
 SEED = ("INT", {"default": 0})
@@ -98,6 +99,12 @@ def _sd3_checkpoint(seed, variant):
     return build_sd3(seed=seed, variant=variant), tiny_sd3_clip(seed=seed), TinyVAE()
 
 
+def _z_image(seed):
+    import comfy.supported_models
+    from tiny_single_stream import _patcher, z_image_config
+    return _patcher(comfy.supported_models.ZImage(z_image_config(text=CLIP_WIDTH)), seed, 0.1, torch.float32)
+
+
 # Flux.1 (dev, or schnell), its DualCLIP and VAE; Flux.2 Klein (no guidance embedding, 128-channel
 # latents, one token per latent pixel), ComfyUI's Klein tokenizer and text-encoder wrapper around a
 # tiny random Qwen3, and the Flux.2 VAE; an SD3 / SD3.5 checkpoint (MODEL, CLIP, VAE).
@@ -114,4 +121,12 @@ NODE_CLASS_MAPPINGS = {
     "TinyQwenImageLoader": _loader("MODEL", lambda seed: build_qwen_image(seed=seed), seed=SEED),
     "TinyQwenImageClipLoader": _loader("CLIP", tiny_qwen_vl_clip, seed=SEED),
     "TinyQwenImageVAELoader": _loader("VAE", TinyQwenImageVAE),
+    # Z-Image Turbo (a tiny NextDiT that reads the tiny Qwen3's 16 features) with ComfyUI's Z-Image
+    # text encoder (qwen_3_4b, type lumina2) and the Flux VAE (ae); Krea 2 Turbo (txtdim 16 x 12 tapped
+    # layers) with ComfyUI's Krea 2 text encoder (qwen3vl_4b, type krea2) and the Qwen-Image VAE.
+    "TinyZImageLoader": _loader("MODEL", lambda seed: _z_image(seed), seed=SEED),
+    "TinyZImageClipLoader": _loader("CLIP", tiny_z_image_clip, seed=SEED),
+    "TinyKrea2Loader": _loader("MODEL", lambda seed: build_krea2(seed=seed, txt_dim=CLIP_WIDTH, txt_layers=12),
+                               seed=SEED),
+    "TinyKrea2ClipLoader": _loader("CLIP", tiny_krea2_clip, seed=SEED),
 }
