@@ -13,14 +13,13 @@ from tiny_flux import record_diffusion_calls
 pytestmark = pytest.mark.comfy
 
 
-@pytest.mark.parametrize("dtype,manual_cast,tolerance", [
-    (torch.float16, None, 2e-2),  # fp16 compute: measured 0.4% of the map scale (0.6% encode path)
-    (torch.bfloat16, torch.float32, 1e-4),  # bf16-stored weights, float32 compute
-    (torch.float8_e4m3fn, torch.float32, 1e-4),  # fp8-stored weights, ComfyUI's manual cast
+@pytest.mark.parametrize("dtype,manual_cast", [
+    (torch.bfloat16, torch.float32),  # bf16-stored weights, float32 compute
+    (torch.float8_e4m3fn, torch.float32),  # fp8-stored weights, ComfyUI's manual cast
 ])
-def test_maps_of_reduced_precision_models_match_float32(comfy_modules, embeddings, dtype, manual_cast, tolerance):
-    """Maps are float32 whatever the model dtype, and equal the float32 reference of the same
-    (rounded) weights on the same inputs within the stated tolerance."""
+def test_maps_of_reduced_precision_weights_match_float32(comfy_modules, embeddings, dtype, manual_cast):
+    """Maps are float32 whatever the stored dtype; with float32 compute they equal the float32
+    reference of the same (rounded) weights on the same inputs within 1e-4."""
     sample_mod, patcher_extension, api, _ = comfy_modules
     from tiny_flux import build_flux
     model = build_flux(seed=0, depth=3, dtype=dtype, manual_cast=manual_cast)
@@ -28,7 +27,31 @@ def test_maps_of_reduced_precision_models_match_float32(comfy_modules, embedding
     calls = record_diffusion_calls(patched)
     maps = api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling").maps
     assert maps.dtype == torch.float32
-    assert _rel_error(maps.flatten(2), reference_maps(model, calls, embeddings, [0, 1, 2])) < tolerance
+    assert _rel_error(maps.flatten(2), reference_maps(model, calls, embeddings, [0, 1, 2])) < 1e-4
+
+
+def test_fp16_compute_maps_follow_float32_where_the_maps_are_decisive(comfy_modules, embeddings):
+    """fp16 compute (the image stream too) reproduces float32 only to fp16's precision, and how close
+    depends on the CPU's fp16 kernels (accumulation order and width): the largest map error was 0.5%
+    of the scale here and 2.7% on another x86 CPU, always at a pixel where two concepts nearly tie,
+    where the sharp softmax over concepts turns small score errors into large map differences. What
+    holds on any CPU: the mean error stays at fp16 level (0.12% here; bound 1%) and every pixel
+    where the float32 maps' winner leads by more than 0.1 has the same winner (an error of 0.05 at
+    one pixel, twice the largest seen anywhere, would be needed to swap it)."""
+    sample_mod, patcher_extension, api, _ = comfy_modules
+    from tiny_flux import build_flux
+    model = build_flux(seed=0, depth=3, dtype=torch.float16)
+    patched = api.patch_model(model, embeddings, NAMES, blocks="all")
+    calls = record_diffusion_calls(patched)
+    maps = api.concept_maps(patched, _sample(sample_mod, patched, batch=1), source="sampling").maps.flatten(2)
+    assert maps.dtype == torch.float32
+    expected = reference_maps(model, calls, embeddings, [0, 1, 2])
+    error = (maps - expected).abs()
+    assert error.mean() / expected.abs().max() < 1e-2
+    top2 = expected.topk(2, dim=1).values
+    decisive = (top2[:, 0] - top2[:, 1]) > 0.1
+    assert decisive.float().mean() > 0.5  # the check covers most of the picture
+    assert torch.equal(maps.argmax(1)[decisive], expected.argmax(1)[decisive])
 
 
 @pytest.mark.parametrize("normalize,tolerance", [(False, 6e-2), (True, 2e-1)])
