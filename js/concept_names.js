@@ -19,13 +19,15 @@ export function chosenNames(value) {
 
 /**
  * The widget value after picking `name`: a click (additive false) makes it the only concept; a
- * shift-click (additive true) adds it to the union, or removes it when it is already there (the
- * last one removed leaves the empty value, which the node reads as its first concept).
+ * shift-click (additive true) adds it to the union, or removes it when it is already there. The
+ * only chosen concept stays: an empty value would mean the node's first concept while the UI showed
+ * none chosen, so the mask and what the UI shows would disagree.
  */
 export function pickConcept(value, name, additive = false) {
   if (!additive) return name;
   const names = chosenNames(value);
   const at = names.findIndex((n) => n.toLowerCase() === name.toLowerCase());
+  if (at >= 0 && names.length === 1) return names[0];
   if (at >= 0) names.splice(at, 1);
   else names.push(name);
   return names.join(", ");

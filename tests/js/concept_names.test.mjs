@@ -18,7 +18,8 @@ test("click sets the concept, replacing the union", () => {
 test("shift-click adds to the union, and removes a name already in it", () => {
   assert.equal(pickConcept("dragon", "sky", true), "dragon, sky");
   assert.equal(pickConcept("dragon, sky", "SKY", true), "dragon");
-  assert.equal(pickConcept("dragon", "dragon", true), "");
+  assert.equal(pickConcept("dragon", "DRAGON", true), "dragon"); // the only one stays: an empty value would be the first concept
+  assert.equal(pickConcept("dragon, sky", "dragon", true), "sky");
   assert.equal(pickConcept("", "sky", true), "sky");
   assert.deepEqual(chosenNames(" dragon ,, sky "), ["dragon", "sky"]);
 });
