@@ -12,6 +12,7 @@ import torch
 
 from . import patching
 from .capture import VARIANTS, ConceptConfig, ConceptInputError, ConceptMaps, parse_blocks
+from .frames import as_frames
 from .masks import gaussian_blur_3x3, grid_to_pixels
 from .refine import REFINE_MODES, refine_maps
 from .render import match_image
@@ -161,7 +162,8 @@ def default_noise_level(model) -> float:
 def concept_masks(maps: ConceptMaps, blur: bool = True, *, refine: str = "none", image: torch.Tensor | None = None,
                   radius: int | None = None, eps: float | None = None, iterations: int | None = None) -> torch.Tensor:
     """[B, C, H, W] at image resolution (latent size x the VAE scale), values 0..1, the concepts
-    summing to 1 per pixel. blur (the node's default, on): the paper's 3x3 Gaussian (sigma 1) on the
+    summing to 1 per pixel; a video's maps give [B*F, C, H, W], each of its F pixel frames in turn
+    (nodes/frames.py: 1 + 4(T-1) frames for T latent frames of HunyuanVideo). blur (the node's default, on): the paper's 3x3 Gaussian (sigma 1) on the
     token grid first.
 
     refine: 'none' (bilinear from the token grid), 'guided' (guided filter on the token grid,
@@ -173,6 +175,7 @@ def concept_masks(maps: ConceptMaps, blur: bool = True, *, refine: str = "none",
     """
     if refine not in REFINE_CHOICES:
         raise ConceptInputError(f"refine: expected one of {REFINE_CHOICES}, received {refine!r}.")
+    maps = as_frames(maps)  # a video: its pixel frames, [B*F, C, h, w]
     if refine == "auto":
         refine = "none" if image is None else "guided"
     if refine != "none" and image is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -141,14 +142,16 @@ class ConceptMaps:
     """Maps on the token grid for a batch of images."""
 
     names: tuple[str, ...]
-    maps: torch.Tensor  # [B, C, h, w] float32 CPU; per pixel the concepts' probabilities sum to 1
+    maps: torch.Tensor  # [B, C, h, w] float32 CPU (a video: [B, C, T, h, w] on its latent frames); per
+    # pixel the concepts' probabilities sum to 1
     latent_size: tuple[int, int]  # latent (height, width) the grid covers (grid may be padded)
     source: str  # "sampling" or "latent"
     detail: str = ""  # where the maps came from, in words for the user
     latent_scale: int = 8  # image pixels per latent pixel (Flux.1, Chroma: 8; Flux.2: 16)
     patch_size: int = 2  # latent pixels per token side (Flux.1, Chroma: 2; Flux.2: 1)
+    temporal_scale: int = 1  # a video's pixel frames per latent frame after the first (HunyuanVideo: 4)
     blocks: tuple[int, ...] = ()  # the scored blocks, in the order of block_maps
-    block_maps: torch.Tensor | None = None  # [B, K, C, h, w]: each scored block's maps alone (None: not kept)
+    block_maps: torch.Tensor | None = None  # [B, K, C, (T,) h, w]: each scored block's maps alone (None: not kept)
     references: tuple = ()  # ConceptMaps of the reference images of an edit (Kontext, Klein, Qwen-Image-Edit)
 
 
@@ -158,9 +161,9 @@ class ConceptCapture:
     def __init__(self, config: ConceptConfig):
         self.config = config
         self.accumulator: SaliencyAccumulator | None = None
-        self.grid: tuple[int, int] | None = None
+        self.grid: tuple[int, ...] | None = None  # token grid: (h, w), a video's (T, h, w)
         self.latent_size: tuple[int, int] | None = None
-        self.geometry: tuple[int, int] = (8, 2)  # latent scale, patch size
+        self.geometry: tuple[int, int, int] = (8, 2, 1)  # latent scale, patch size, temporal scale
         self.failure: str | None = None  # why maps cannot be taken in this run (sampling goes on)
         self.references: list[tuple[SaliencyAccumulator, tuple[int, int], tuple[int, int]]] = []
         self._embeddings: dict = {}
@@ -173,8 +176,8 @@ class ConceptCapture:
             self._embeddings[key] = self.config.embeddings.to(device=device, dtype=dtype)
         return self._embeddings[key]
 
-    def begin_forward(self, images: int, grid: tuple[int, int], latent_size: tuple[int, int], device,
-                      geometry: tuple[int, int] = (8, 2), references=()) -> bool:
+    def begin_forward(self, images: int, grid: tuple[int, ...], latent_size: tuple[int, int], device,
+                      geometry: tuple[int, ...] = (8, 2, 1), references=()) -> bool:
         """False (and the call passes through) when this model call does not fit the run's maps.
         references: (token grid, latent size) of each reference image the call carries."""
         if self.failure is not None:
@@ -182,9 +185,9 @@ class ConceptCapture:
         references = [(tuple(g), tuple(size)) for g, size in references]
         if self.accumulator is None:
             concepts = len(self.config.names)
-            self.accumulator = SaliencyAccumulator(images, concepts, grid[0] * grid[1], device, self.config.blocks)
-            self.grid, self.latent_size, self.geometry = grid, latent_size, geometry
-            self.references = [(SaliencyAccumulator(images, concepts, g[0] * g[1], device), g, size)
+            self.accumulator = SaliencyAccumulator(images, concepts, math.prod(grid), device, self.config.blocks)
+            self.grid, self.latent_size, self.geometry = grid, latent_size, (tuple(geometry) + (1,))[:3]
+            self.references = [(SaliencyAccumulator(images, concepts, math.prod(g), device), g, size)
                                for g, size in references]
             return True
         if self.grid != grid or self.accumulator.sum.shape[0] != images:
@@ -219,36 +222,36 @@ class ConceptCapture:
             self.fail("the concept scores were not finite numbers (NaN/Inf): the latent or the model's "
                       "activations were (e.g. a NaN latent, or fp16 overflow)")
             return None
-        h, w = self.grid
+        grid = self.grid
         blocks = len(self.config.blocks)
         passes = int(count.min().item()) // blocks
         detail = (f"captured while sampling: {passes} model pass{'es' if passes != 1 else ''} "
                   f"x {blocks} block{'s' if blocks != 1 else ''} averaged")
         block_maps = self.accumulator.block_means()
         references = []
-        for k, (accumulator, (rh, rw), size) in enumerate(self.references):
+        for k, (accumulator, ref_grid, size) in enumerate(self.references):
             ref_mean, ref_count = accumulator.mean()
             if bool((ref_count == 0).any()):
                 references = []
                 break
-            references.append(ConceptMaps(self.config.names, ref_mean.reshape(ref_mean.shape[0], -1, rh, rw), size,
+            references.append(ConceptMaps(self.config.names, ref_mean.reshape(ref_mean.shape[0], -1, *ref_grid), size,
                                           source, f"{detail}; of reference image {k + 1}", *self.geometry))
-        return ConceptMaps(self.config.names, mean.reshape(mean.shape[0], mean.shape[1], h, w),
+        return ConceptMaps(self.config.names, mean.reshape(mean.shape[0], mean.shape[1], *grid),
                            self.latent_size, source, detail, *self.geometry, blocks=self.config.blocks,
-                           block_maps=block_maps.reshape(*block_maps.shape[:3], h, w), references=tuple(references))
+                           block_maps=block_maps.reshape(*block_maps.shape[:3], *grid), references=tuple(references))
 
 
 @dataclass
 class _CapturedImage:
     key: str  # the patch fingerprint
-    latent: torch.Tensor  # [channels, h, w] float32 CPU, as the sampler returned it
+    latent: torch.Tensor  # [channels, (frames,) h, w] float32 CPU, as the sampler returned it
     summary: torch.Tensor  # per-channel mean: a cheap first test before the full comparison
     scale: float  # largest absolute value of the latent
-    maps: torch.Tensor  # [C, h', w'] token grid
+    maps: torch.Tensor  # [C, (T,) h', w'] token grid
     names: tuple[str, ...]
     latent_size: tuple[int, int]
     detail: str
-    geometry: tuple[int, int]
+    geometry: tuple[int, int, int]
     blocks: tuple[int, ...] = ()
     block_maps: torch.Tensor | None = None  # [K, C, h', w']
     references: tuple = ()  # (maps [C, h', w'], latent size, detail) per reference image
@@ -293,7 +296,8 @@ class CapturedMaps:
                 blocks = None if maps.block_maps is None else maps.block_maps[index].clone()
                 references = tuple((r.maps[index].clone(), r.latent_size, r.detail) for r in maps.references)
                 entry = _CapturedImage(key, stored, _summary(stored), stored.abs().max().item(), image_maps.clone(),
-                                       maps.names, maps.latent_size, maps.detail, (maps.latent_scale, maps.patch_size),
+                                       maps.names, maps.latent_size, maps.detail,
+                                       (maps.latent_scale, maps.patch_size, maps.temporal_scale),
                                        maps.blocks, blocks, references)
                 self._records.append(entry)
                 self._bytes += entry.nbytes
@@ -365,6 +369,7 @@ class ConceptStore:
         self.captured = captured
         self.family = family  # the model family's description (families.py), set by the patching layer
         self.latent_scale = latent_scale  # image pixels per latent pixel
+        self.temporal_scale = 1  # a video's pixel frames per latent frame (set by the patching layer)
         self.last_failure: str | None = None  # why the last sampling run took no maps, if it did not
 
     def __deepcopy__(self, memo):

@@ -13,6 +13,7 @@ from PIL import Image
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
 from .families import SUPPORTED, family_of
+from .frames import as_frames
 from .masks import MASK_MODES, select_concepts
 from .outputs import saliency_outputs
 from .masks import grid_to_pixels
@@ -188,8 +189,9 @@ class ConceptSaliency(io.ComfyNode):
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
                 image=None, refine="auto", refine_radius=2, refine_eps=1e-4, picture=0) -> io.NodeOutput:
-        maps = api.concept_maps(model, latent, source=source, noise_level=noise_level,
-                                seeds=range(seed, seed + seed_count), conditioning=conditioning, picture=picture)
+        maps = as_frames(api.concept_maps(model, latent, source=source, noise_level=noise_level,
+                                          seeds=range(seed, seed + seed_count), conditioning=conditioning,
+                                          picture=picture))  # a video: one image per pixel frame
         log.info("Concept Saliency: maps %s", maps.detail)
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,
@@ -232,8 +234,8 @@ class ConceptBlockMaps(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, source, noise_level, seed, tile_size, conditioning=None) -> io.NodeOutput:
-        maps = api.concept_maps(model, latent, source=source, noise_level=noise_level, seeds=(seed,),
-                                conditioning=conditioning)
+        maps = as_frames(api.concept_maps(model, latent, source=source, noise_level=noise_level, seeds=(seed,),
+                                          conditioning=conditioning))
         if maps.block_maps is None:
             raise ConceptInputError("latent: these maps were captured without per-block maps; run the "
                                     "sampler again or set source to 'latent'.")

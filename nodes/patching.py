@@ -58,6 +58,14 @@ def latent_scale(model) -> int:
     return int(getattr(model.get_model_object("latent_format"), "spacial_downscale_ratio", 8))
 
 
+def temporal_scale(model) -> int:
+    """A video latent's pixel frames per latent frame after the first (the VAE's temporal
+    compression: 4 for HunyuanVideo and CogVideoX; the family's where the latent format does not say,
+    as in ComfyUI 0.3.64); 1 for image models."""
+    stated = getattr(model.get_model_object("latent_format"), "temporal_downscale_ratio", None)
+    return int(stated or family_of(model).temporal_scale)
+
+
 def model_signature(model, family: Family, diffusion) -> str:
     """What identifies the model for sharing captured maps between identical patches: the family's
     architecture and weight sample, and the weight patches (LoRAs)."""
@@ -86,6 +94,7 @@ def patch(model, config: ConceptConfig):
     options = patched.model_options.setdefault("transformer_options", {})
     options[STORE_KEY] = ConceptStore(config, patch_fingerprint(config, model_signature(model, family, diffusion)),
                                       family=family, latent_scale=latent_scale(model))
+    options[STORE_KEY].temporal_scale = temporal_scale(model)
     for wrapper_type in WRAPPER_TYPES:
         patched.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
     wrappers = (capture_sampling_run, mark_regular_pass, select_regular_pass, start_concept_stream)
@@ -108,6 +117,7 @@ class SamplingRun:
         self.capture = capture
         self.family = store.family
         self.latent_scale = store.latent_scale
+        self.temporal_scale = store.temporal_scale
         self.guider = guider
         self.regular_pending = False
 
@@ -208,7 +218,7 @@ def start_concept_stream(executor, x, sigma, *args, **kwargs):
                     call = ModelCall(x, sigma, base.model_sampling.timestep(sigma).float(), kwargs,
                                      _inference_dtype(base))
                     forward = ConceptForward(run.family, base.diffusion_model, capture, call, *rows,
-                                             latent_scale=run.latent_scale)
+                                             latent_scale=run.latent_scale, temporal_scale=run.temporal_scale)
                     if forward.active:
                         options = forward.options(transformer_options)
                         if len(args) > index:
@@ -292,7 +302,8 @@ class ConceptForward:
     """The concept stream during one model call: its tokens between blocks, for the positive rows."""
 
     def __init__(self, family: Family, diffusion, capture: ConceptCapture, call: ModelCall, rows,
-                 image_index, images: int, stop_after_stream: bool = False, latent_scale: int = 8):
+                 image_index, images: int, stop_after_stream: bool = False, latent_scale: int = 8,
+                 temporal_scale: int = 1):
         config = capture.config
         self.family, self.diffusion, self.capture, self.config = family, diffusion, capture, config
         self.rows, self.image_index = rows, image_index
@@ -305,8 +316,9 @@ class ConceptForward:
         self.tokens = math.prod(grid)
         references = family.reference_grids(diffusion, call)
         self.reference_tokens = [math.prod(g) for g, _ in references]
+        frames = temporal_scale if len(grid) == 3 else 1  # a video's token grid is (T, h, w)
         self.active = capture.begin_forward(images, grid, tuple(x.shape[-2:]), x.device,
-                                            (latent_scale, family.patch_size(diffusion)), references)
+                                            (latent_scale, family.patch_size(diffusion), frames), references)
         if not self.active:
             return
 
@@ -314,7 +326,8 @@ class ConceptForward:
         self.call_vector = family.call_vector(diffusion, call, rows)
         embeddings = capture.embeddings_on(x.device, call.dtype)[None]
         # the text projection once, then one view per image row (the rows differ from the first block on)
-        self.concepts = family.project_concepts(diffusion, embeddings).expand(len(image_index), -1, -1)
+        concepts = family.project_concepts(diffusion, embeddings, self.call_vector)
+        self.concepts = concepts.expand(len(image_index), -1, -1) if concepts.shape[0] == 1 else concepts
 
     def options(self, transformer_options: dict) -> dict:
         """The model call's transformer_options with this stream in them (and, for families without
@@ -427,6 +440,7 @@ class ConceptForward:
 
     def _attend(self, index, concept, q, k, v, out, args):
         """q, k, v [B, H, L, D] and out [B, L, H*D] of the block's joint attention."""
+        args = args if "call" in args else {**args, "call": self.call_vector}
         image = self.family.image_span(args, self.tokens)
         img_k = k[:, :, image][self.rows]
         img_v = v[:, :, image][self.rows]
@@ -466,11 +480,12 @@ def _encode_pass(model, family, diffusion, capture, options, x0, noise, sigma_va
     sigma = torch.full((rows,), float(sigma_value), device=device)
     x_t = base.model_sampling.noise_scaling(sigma, noise.transpose(0, 1).reshape(x0.shape), x0)
     context = context.expand(rows, -1, -1) if context.shape[0] == 1 else context.repeat_interleave(seeds_count, 0)
-    conditioning = family.encode_conditioning(diffusion, rows, device, pooled, context)
+    conditioning = family.encode_conditioning(diffusion, rows, device, pooled, context, x_t)
     image_index = torch.arange(images, device=device).repeat_interleave(seeds_count)
     call = ModelCall(x_t, sigma, base.model_sampling.timestep(sigma).float(), conditioning, _inference_dtype(base))
     forward = ConceptForward(family, diffusion, capture, call, slice(0, rows), image_index, images,
-                             stop_after_stream=True, latent_scale=latent_scale(model))
+                             stop_after_stream=True, latent_scale=latent_scale(model),
+                             temporal_scale=temporal_scale(model))
     options = {**forward.options(options), "cond_or_uncond": [0], "sigmas": sigma}
     try:
         base.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options, **conditioning)
@@ -534,10 +549,12 @@ def maps_from_latent(model, latent: torch.Tensor, noise_level: float, seeds: lis
     comfy.model_management.load_models_gpu([model])
     base = model.model
     device = model.load_device
-    # the model's own prompt preparation, once (Flux.2: left-padded to 512; 0.3.64's Flux reads pooled_output)
-    prepared = base.extra_conds(cross_attn=context, pooled_output=None).get("c_crossattn")
-    context = (prepared.cond if prepared is not None else context).to(device)
     x0 = base.process_latent_in(latent.to(device, torch.float32))
+    # the model's own prompt preparation, once (Flux.2: left-padded to 512; 0.3.64's Flux reads pooled_output;
+    # the latent's shape for models that build concatenated channels from it, e.g. HunyuanVideo 1.5)
+    prepared = base.extra_conds(cross_attn=context, pooled_output=None, noise=x0, latent_image=x0,
+                                device=device).get("c_crossattn")
+    context = (prepared.cond if prepared is not None else context).to(device)
     capture = ConceptCapture(config)
     options = comfy.model_patcher.create_model_options_clone(model.model_options).get("transformer_options", {})
     per_pass = max(1, ENCODE_ROWS_PER_PASS // images)

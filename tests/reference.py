@@ -272,6 +272,13 @@ class _ReferenceDoubleStream:
     def embed_text(self, context):
         return self.linear("txt_in", context)
 
+    def embed_image(self, tokens):
+        return self.linear("img_in", tokens)
+
+    def embed_concepts(self, embeddings, conditioning, b):
+        """[C, text_dim] -> [B, C, d]: as the prompt enters (HunyuanVideo: one-token prompts)."""
+        return self.embed_text(embeddings[None].expand(b, -1, -1))
+
     def double_modulations(self, conditioning, i):
         """((img_mod1, img_mod2), (txt_mod1, txt_mod2)), each mod (shift, scale, gate) [B, 1, d]."""
         raise NotImplementedError
@@ -303,12 +310,13 @@ class _ReferenceDoubleStream:
             ref_ids[..., 0] = reference_index_scale * (k + 1)
             tokens, img_ids = torch.cat([tokens, ref_tokens], 1), torch.cat([img_ids, ref_ids], 1)
             ref_counts.append(ref_tokens.shape[1])
-        img = self.linear("img_in", tokens)
-        txt = self.embed_text(context)
+        img = self.embed_image(tokens)
         conditioning = self.conditioning(t, guidance, b)
+        self.timestep = t  # for a text path that reads it (HunyuanVideo's token refiner)
+        txt = self.embed_text(context)
         concepts = None
         if concept_embeddings is not None:
-            concepts = self.embed_text(concept_embeddings.float().cpu()[None].expand(b, -1, -1))
+            concepts = self.embed_concepts(concept_embeddings.float().cpu(), conditioning, b)
         prompt_ids = self.prompt_ids(b, txt.shape[1]) if prompt_ids is None else prompt_ids.float().cpu()
         cos, sin = rope_cos_sin(torch.cat([prompt_ids, img_ids], dim=1), self.axes_dim, self.theta)
         n_txt = txt.shape[1]

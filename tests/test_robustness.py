@@ -212,23 +212,17 @@ def test_node_errors_name_the_input(comfy_modules):
 
 
 def _other_diffusion_models():
-    """Tiny real ComfyUI diffusion models the pack does not serve: SD1.5-style UNet, HunyuanVideo."""
-    import dataclasses
-
+    """Tiny real ComfyUI diffusion models the pack does not serve: an SD1.5-style UNet, and Wan (a
+    video DiT whose text reaches the video by cross-attention, not joint attention)."""
     import comfy.ops
-    from comfy.ldm.hunyuan_video import model as hunyuan
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from comfy.ldm.wan.model import WanModel
     ops = comfy.ops.disable_weight_init
     yield UNetModel(image_size=32, in_channels=4, model_channels=32, out_channels=4, num_res_blocks=1,
                     channel_mult=(1,), num_head_channels=16, transformer_depth=[1], transformer_depth_output=[1, 1],
                     context_dim=32, use_linear_in_transformer=True, use_spatial_transformer=True,
                     transformer_depth_middle=-2, operations=ops)
-    params = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=32,
-                  hidden_size=64, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12],
-                  theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False,
-                  use_cond_type_embedding=False, vision_in_dim=None, meanflow_sum=False)
-    known = {f.name for f in dataclasses.fields(hunyuan.HunyuanVideoParams)} | {"image_model"}
-    yield hunyuan.HunyuanVideo(operations=ops, **{k: v for k, v in params.items() if k in known})
+    yield WanModel(dim=64, ffn_dim=128, text_dim=32, num_heads=2, num_layers=1, operations=ops)
 
 
 def test_non_flux_models_are_refused_naming_the_supported_ones(comfy_modules, embeddings):

@@ -42,8 +42,9 @@ def random_qwen_conditioning(batch=1, tokens=7, seed=0, reference_latents=None):
     return [[torch.randn(batch, tokens, TEXT_DIM, generator=generator), extra]]
 
 
-def capture_blocks(model_patcher) -> list[dict]:
-    """A replace patch on every block recording its outputs and its joint attention output."""
+def capture_blocks(model_patcher, attribute="transformer_blocks") -> list[dict]:
+    """A replace patch ("double_block") on every block of the diffusion model's `attribute` list
+    recording its outputs and its attention outputs (the joint one first)."""
     records = []
 
     def make_patch(index):
@@ -62,7 +63,7 @@ def capture_blocks(model_patcher) -> list[dict]:
             return out
         return patch
 
-    for index in range(len(model_patcher.model.diffusion_model.transformer_blocks)):
+    for index in range(len(getattr(model_patcher.model.diffusion_model, attribute))):
         model_patcher.set_model_patch_replace(make_patch(index), "dit", "double_block", index)
     return records
 

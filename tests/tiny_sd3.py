@@ -105,7 +105,8 @@ def random_sd3_conditioning(batch=1, t5_tokens=5, seed=0):
 def record_model_calls(model_patcher, key="test_apply_model_recorder") -> list[dict]:
     """Register (on this patcher: clone first) an APPLY_MODEL wrapper recording each model call as the
     diffusion model receives it: x (model input), t (model_sampling.timestep: SD3 1000 sigma,
-    Qwen-Image sigma), context, y (SD3's pooled vector, else None), kwargs (the call's other inputs,
+    Qwen-Image sigma), context, y (SD3's pooled vector, else None), c_concat (channels concatenated to x
+    inside apply_model, e.g. HunyuanVideo 1.5's), kwargs (the call's other inputs,
     e.g. ref_latents), cond_or_uncond, sigma, schedule. (SD3's MMDiT has no DIFFUSION_MODEL wrapper.)"""
     import comfy.patcher_extension
     calls = []
@@ -116,6 +117,7 @@ def record_model_calls(model_patcher, key="test_apply_model_recorder") -> list[d
         calls.append(dict(x=base.model_sampling.calculate_input(sigma, x).clone(),
                           t=base.model_sampling.timestep(sigma).float().clone(), context=c_crossattn.clone(),
                           y=None if y is None else y.clone(), kwargs=dict(kwargs),
+                          c_concat=None if c_concat is None else c_concat.clone(),
                           cond_or_uncond=list(transformer_options.get("cond_or_uncond", [0])),
                           sigma=transformer_options["sigmas"].max().item() if "sigmas" in transformer_options else None,
                           schedule=transformer_options.get("sample_sigmas")))

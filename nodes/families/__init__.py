@@ -7,12 +7,13 @@ from .base import Family, ModelCall, UnsupportedModelError, diffusion_model
 from .chroma import Chroma
 from .flux1 import Flux1
 from .flux2 import Flux2
+from .hunyuan_video import HunyuanVideo
 from .krea2 import Krea2
 from .qwen_image import QwenImage
 from .sd3 import SD3
 from .z_image import ZImage
 
-FAMILIES = (Flux1(), Flux2(), Chroma(), SD3(), QwenImage(), ZImage(), Krea2())
+FAMILIES = (Flux1(), Flux2(), Chroma(), SD3(), QwenImage(), ZImage(), Krea2(), HunyuanVideo())
 SUPPORTED = "; ".join(f.description for f in FAMILIES)
 
 __all__ = ["FAMILIES", "SUPPORTED", "Family", "ModelCall", "UnsupportedModelError", "diffusion_model", "family_of"]

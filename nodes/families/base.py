@@ -46,6 +46,7 @@ class Family:
     # attention_block, from the block index the model puts in transformer_options)
     block_kind = "double block"  # what the blocks are called, for messages
     latent_dims = 4  # a latent is [B, channels, h, w]
+    temporal_scale = 1  # a video family's pixel frames per latent frame (its VAE's), where ComfyUI does not say
 
     @classmethod
     def matches(cls, diffusion) -> bool:
@@ -86,8 +87,9 @@ class Family:
     def text_dim(self, diffusion) -> int:
         return diffusion.params.context_in_dim
 
-    def project_concepts(self, diffusion, embeddings: torch.Tensor) -> torch.Tensor:
-        """Concept embeddings [1, C, text_dim] -> concept tokens [1, C, d], as the prompt enters."""
+    def project_concepts(self, diffusion, embeddings: torch.Tensor, call_vector=None) -> torch.Tensor:
+        """Concept embeddings [1, C, text_dim] -> concept tokens [1 or b, C, d], as the prompt enters
+        (call_vector: what call_vector() gave, for a text path that reads the timestep)."""
         if getattr(diffusion, "txt_norm", None) is not None:
             embeddings = diffusion.txt_norm(embeddings)
         return diffusion.txt_in(embeddings)
@@ -99,7 +101,7 @@ class Family:
     # -- where the image is ----------------------------------------------------------------------
     def image_span(self, args: dict, tokens: int) -> slice:
         """The image tokens in a block's joint sequence: after the prompt (reference-image tokens,
-        when there are, come after the image)."""
+        when there are, come after the image). args also holds "call": call_vector()'s answer."""
         start = args["txt"].shape[1]
         return slice(start, start + tokens)
 
@@ -118,16 +120,18 @@ class Family:
         return int(diffusion.patch_size)
 
     def token_grid(self, diffusion, x: torch.Tensor) -> tuple[int, ...]:
-        """The image token grid of latent x: (h, w) of patch_size x patch_size latent pixels each."""
+        """The image token grid of latent x: (h, w) of patch_size x patch_size latent pixels each (a
+        video family: (T, h, w), tokens frame-major)."""
         patch = self.patch_size(diffusion)
         height, width = x.shape[-2:]
         return ((height + patch // 2) // patch, (width + patch // 2) // patch)
 
     # -- the encode pass ---------------------------------------------------------------------------
     def encode_conditioning(self, diffusion, rows: int, device, pooled: torch.Tensor | None,
-                            context: torch.Tensor | None = None) -> dict:
+                            context: torch.Tensor | None = None, x: torch.Tensor | None = None) -> dict:
         """What the encode pass gives the model besides the prompt. pooled: the prompt's pooled
-        vector [1, width] where the text encoder gives one (else None); context: the prompt [rows, L, dim]."""
+        vector [1, width] where the text encoder gives one (else None); context: the prompt [rows, L, dim];
+        x: the noised latent the model is called on."""
         return {}
 
     # -- the text encoder --------------------------------------------------------------------------

@@ -22,6 +22,6 @@ class Chroma(FluxBlocks):
             return False
         return type(diffusion) is comfy.ldm.chroma.model.Chroma
 
-    def encode_conditioning(self, diffusion, rows, device, pooled, context=None):
+    def encode_conditioning(self, diffusion, rows, device, pooled, context=None, x=None):
         """Guidance 0 (the approximator's input; Chroma has no pooled vector)."""
         return {"guidance": torch.zeros(rows, device=device)}

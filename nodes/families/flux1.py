@@ -74,7 +74,7 @@ class Flux1(FluxBlocks):
     def text_side(self, block, args, call_vector, rows):
         return FluxTextSide(block, block.txt_mod(call_vector))
 
-    def encode_conditioning(self, diffusion, rows, device, pooled, context=None):
+    def encode_conditioning(self, diffusion, rows, device, pooled, context=None, x=None):
         """Pooled vector 0 and guidance 0 (the authors' setting)."""
         return {"y": torch.zeros(rows, diffusion.params.vec_in_dim, device=device),
                 "guidance": torch.zeros(rows, device=device)}

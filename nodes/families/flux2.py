@@ -18,6 +18,6 @@ class Flux2(FluxBlocks):
         import comfy.ldm.flux.model
         return isinstance(diffusion, comfy.ldm.flux.model.Flux) and bool(getattr(diffusion.params, "global_modulation", False))
 
-    def encode_conditioning(self, diffusion, rows, device, pooled, context=None):
+    def encode_conditioning(self, diffusion, rows, device, pooled, context=None, x=None):
         """Guidance 0 where the model has a guidance embedding (dev), nothing else (no pooled vector)."""
         return {"guidance": torch.zeros(rows, device=device)} if diffusion.params.guidance_embed else {}

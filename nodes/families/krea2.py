@@ -94,7 +94,7 @@ class Krea2(Family):
     def text_dim(self, diffusion) -> int:
         return int(diffusion.txtlayers * diffusion.txtdim)
 
-    def project_concepts(self, diffusion, embeddings):
+    def project_concepts(self, diffusion, embeddings, call_vector=None):
         layers = diffusion._unpack_context(embeddings)  # [1, C, 12, txtdim]
         return diffusion.txtmlp(diffusion.txtfusion(layers, mask=None, transformer_options={}))
 

@@ -66,7 +66,7 @@ class SD3(Family):
         embedder = diffusion.context_embedder
         return int(getattr(embedder, "in_features", diffusion.hidden_size))  # Identity: no projection
 
-    def project_concepts(self, diffusion, embeddings):
+    def project_concepts(self, diffusion, embeddings, call_vector=None):
         if diffusion.context_processor is not None:  # a text-only stage: concepts attend to concepts only
             embeddings = diffusion.context_processor(embeddings)
         return diffusion.context_embedder(embeddings)
@@ -74,7 +74,7 @@ class SD3(Family):
     def text_side(self, block, args, call_vector, rows):
         return ContextSide(block.context_block, rows_of(args["vec"], rows))
 
-    def encode_conditioning(self, diffusion, rows, device, pooled, context=None):
+    def encode_conditioning(self, diffusion, rows, device, pooled, context=None, x=None):
         """The prompt's pooled CLIP-L/G vector (the given prompt's, else the empty prompt's): SD3's
         c = time + pooled projection modulates both streams, and the concepts take the same c."""
         if diffusion.y_embedder is None:

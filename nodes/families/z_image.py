@@ -125,7 +125,7 @@ class ZImage(Family):
     def text_dim(self, diffusion) -> int:
         return int(diffusion.cap_embedder[1].in_features)
 
-    def project_concepts(self, diffusion, embeddings):
+    def project_concepts(self, diffusion, embeddings, call_vector=None):
         """The caption's own path: cap_embedder, then the context refiner with the concepts as one
         sequence (attending to each other only), each at a one-token caption's position."""
         tokens = diffusion.cap_embedder(embeddings)
@@ -166,7 +166,7 @@ class ZImage(Family):
         ids = lumina.pos_ids_x(image.start + 1, rows_count, columns, 1, q.device, args["transformer_options"])
         return undo_rope(q[:, :, image][rows], args["call"].rope(ids))
 
-    def encode_conditioning(self, diffusion, rows, device, pooled, context=None):
+    def encode_conditioning(self, diffusion, rows, device, pooled, context=None, x=None):
         conditioning = {"num_tokens": int(context.shape[1])}
         if diffusion.clip_text_pooled_proj is not None and pooled is not None:
             conditioning["clip_text_pooled"] = pooled.to(device).reshape(1, -1).expand(rows, -1)
