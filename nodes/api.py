@@ -8,12 +8,14 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from . import patching
 from .capture import VARIANTS, ConceptConfig, ConceptInputError, ConceptMaps, parse_blocks
 from .frames import as_frames
-from .masks import gaussian_blur_3x3, grid_to_pixels
+from .masks import apply_mask_mode, gaussian_blur_3x3, grid_to_pixels, winners
 from .refine import REFINE_MODES, refine_maps
 from .render import match_image
 
@@ -190,3 +192,30 @@ def concept_masks(maps: ConceptMaps, blur: bool = True, *, refine: str = "none",
     height, width = maps.latent_size[0] * maps.latent_scale, maps.latent_size[1] * maps.latent_scale
     return refine_maps(maps.maps, match_image(image, b, height, width), refine, blur=blur,
                        token_pixels=maps.latent_scale * maps.patch_size, radius=radius, eps=eps, iterations=iterations)
+
+
+MASK_CHUNK_BYTES = 256 * 2**20  # pixels of the soft maps held at once by concept_mask
+
+
+def concept_mask(maps: ConceptMaps, chosen, mask_mode: str = "exclusive", threshold: float = 0.5,
+                 invert: bool = False, blur: bool = True, *, refine: str = "none", image: torch.Tensor | None = None,
+                 radius: int | None = None, eps: float | None = None) -> torch.Tensor:
+    """The mask of the concepts at indices `chosen` (their union; inverted with `invert`), MASK
+    [B, H, W] (a video: [B*F, H, W], one per frame), equal to Concept Saliency's `mask` output.
+    Computed a few pictures (frames) at a time, so only MASK_CHUNK_BYTES of soft maps at pixel size
+    exist at once however long the video: the result itself is the only full-size tensor."""
+    maps = as_frames(maps)
+    n, c = maps.maps.shape[:2]
+    height, width = maps.latent_size[0] * maps.latent_scale, maps.latent_size[1] * maps.latent_scale
+    per_picture = c * height * width * 4 * 3  # the soft maps, their masks and the arg-max, float32
+    step = max(1, MASK_CHUNK_BYTES // per_picture)
+    out = torch.empty(n, height, width)
+    pictures = image is not None and image.shape[0] == n
+    for start in range(0, n, step):
+        part = dataclasses.replace(maps, maps=maps.maps[start:start + step], block_maps=None, references=())
+        soft = concept_masks(part, blur, refine=refine, image=image[start:start + step] if pictures else image,
+                             radius=radius, eps=eps)
+        masks = apply_mask_mode(soft, mask_mode, threshold, winner=winners(soft) if mask_mode == "exclusive" else None)
+        mask = masks[:, list(chosen)].amax(dim=1)
+        out[start:start + step] = 1.0 - mask if invert else mask
+    return out

@@ -98,6 +98,71 @@ class ConceptAttention(io.ComfyNode):
         return io.NodeOutput(patched)
 
 
+def saliency_inputs() -> list:
+    """The inputs Concept Saliency and Concept Mask share (the maps of a latent and how they become masks)."""
+    return [
+        io.Model.Input("model", tooltip="The MODEL output of Concept Attention."),
+        io.Latent.Input("latent", tooltip="The sampler's output LATENT, or any latent of this model "
+                                          "(VAE Encode of an image) to compute maps for."),
+        io.String.Input("concept", default="",
+                        tooltip="Concept name(s) for the 'mask' output; several comma-separated "
+                                "names give their union. Empty: the first concept."),
+        io.Boolean.Input("invert", default=False,
+                         tooltip="'mask' becomes everything except the named concept(s), e.g. name "
+                                 "the subject to get the background."),
+        io.Combo.Input("mask_mode", options=list(MASK_MODES), default="exclusive",
+                       tooltip="exclusive: each pixel goes to its strongest concept (masks partition "
+                               "the image). soft: the raw 0..1 maps (for Differential Diffusion). "
+                               "above mean: the paper's binary mask. otsu: automatic binary "
+                               "threshold. threshold: binary at the value below."),
+        io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                       tooltip="Cut-off for mask_mode 'threshold' (maps are per-pixel shares of the "
+                               "concepts, so 1/C is an even share)."),
+        io.Combo.Input("source", options=list(api.SOURCES), default="auto",
+                       tooltip="auto: maps captured while sampling this latent if there are, else "
+                               "computed from the latent. sampling: captured only (error if none). "
+                               "latent: always computed from the latent (noise, one forward pass)."),
+        io.Float.Input("noise_level", default=0.5, min=0.0, max=1.0, step=0.01,
+                       tooltip="When computing from a latent: the position in the model's noise "
+                               "schedule (0.5 = the paper's: sigma 0.5 for Flux.1 schnell, about 0.76 "
+                               "for Flux.1 dev, 0.88 for Flux.2). Lower keeps more detail, higher is smoother."),
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                     tooltip="Noise seed when computing from a latent."),
+        io.Int.Input("seed_count", default=1, min=1, max=16,
+                     tooltip="Noises averaged when computing from a latent (the paper uses 5): "
+                             "cleaner maps, one batched pass that costs that many images."),
+        io.Boolean.Input("blur", default=True,
+                         tooltip="The paper's 3x3 Gaussian blur (sigma 1) on the 16-pixel token grid "
+                                 "before upscaling: smoother masks, fewer isolated tokens."),
+        io.Conditioning.Input("conditioning", optional=True,
+                              tooltip="Optional prompt when computing from a latent; default is the "
+                                      "empty prompt."),
+        io.Image.Input("image", optional=True,
+                       tooltip="Optional picture (VAE Decode output or the loaded photo) under the "
+                               "'overlay' heatmaps, and the guide for 'refine'."),
+        io.Combo.Input("refine", options=list(api.REFINE_CHOICES), default="auto", optional=True,
+                       tooltip="Masks that follow the picture's edges (uses 'image'). auto: guided when "
+                               "an image is connected, else none. none: bilinear from the 16-pixel "
+                               "token grid (soft borders a token wide). guided: edges snap to the "
+                               "picture's, parts thinner than a token come back; fast. pamr: guided, "
+                               "then pixel-adaptive refinement: cleaner in texture, several times slower."),
+        io.Int.Input("refine_radius", default=2, min=0, max=8, optional=True,
+                     tooltip="Window of the refinement, in 16-pixel tokens (2: 5x5 tokens). Larger: "
+                             "the masks follow the picture over a wider area (fixes maps that are "
+                             "further off, but a concept can leak across faint edges); smaller: closer "
+                             "to the raw maps."),
+        io.Float.Input("refine_eps", default=0.0001, min=0.00001, max=0.1, step=0.00001, optional=True,
+                       tooltip="How faint a colour edge the refinement follows (the guided filter's "
+                               "regularisation, squared 0..1 colour units). Smaller: fainter edges and "
+                               "finer parts, but texture inside an object can split its mask; larger: "
+                               "only strong edges, smoother masks."),
+        io.Int.Input("picture", default=0, min=0, max=16, optional=True,
+                     tooltip="Whose maps: 0 the generated image (or the connected latent); 1, 2, ... the "
+                             "reference images of an edit (Kontext, Flux.2, Qwen-Image-Edit), captured "
+                             "while sampling, at each reference's own size. Connect that picture to "
+                             "'image' for its overlays and refinement."),
+    ]
+
 class ConceptSaliency(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -111,68 +176,7 @@ class ConceptSaliency(io.ComfyNode):
             description="Concept maps as masks and heatmaps, for a latent the patched model sampled "
                         "(maps captured during sampling) or any other latent, e.g. VAE Encode of a photo "
                         "(maps computed from the latent with one forward pass).",
-            inputs=[
-                io.Model.Input("model", tooltip="The MODEL output of Concept Attention."),
-                io.Latent.Input("latent", tooltip="The sampler's output LATENT, or any latent of this model "
-                                                  "(VAE Encode of an image) to compute maps for."),
-                io.String.Input("concept", default="",
-                                tooltip="Concept name(s) for the 'mask' output; several comma-separated "
-                                        "names give their union. Empty: the first concept."),
-                io.Boolean.Input("invert", default=False,
-                                 tooltip="'mask' becomes everything except the named concept(s), e.g. name "
-                                         "the subject to get the background."),
-                io.Combo.Input("mask_mode", options=list(MASK_MODES), default="exclusive",
-                               tooltip="exclusive: each pixel goes to its strongest concept (masks partition "
-                                       "the image). soft: the raw 0..1 maps (for Differential Diffusion). "
-                                       "above mean: the paper's binary mask. otsu: automatic binary "
-                                       "threshold. threshold: binary at the value below."),
-                io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="Cut-off for mask_mode 'threshold' (maps are per-pixel shares of the "
-                                       "concepts, so 1/C is an even share)."),
-                io.Combo.Input("source", options=list(api.SOURCES), default="auto",
-                               tooltip="auto: maps captured while sampling this latent if there are, else "
-                                       "computed from the latent. sampling: captured only (error if none). "
-                                       "latent: always computed from the latent (noise, one forward pass)."),
-                io.Float.Input("noise_level", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="When computing from a latent: the position in the model's noise "
-                                       "schedule (0.5 = the paper's: sigma 0.5 for Flux.1 schnell, about 0.76 "
-                                       "for Flux.1 dev, 0.88 for Flux.2). Lower keeps more detail, higher is smoother."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
-                             tooltip="Noise seed when computing from a latent."),
-                io.Int.Input("seed_count", default=1, min=1, max=16,
-                             tooltip="Noises averaged when computing from a latent (the paper uses 5): "
-                                     "cleaner maps, one batched pass that costs that many images."),
-                io.Boolean.Input("blur", default=True,
-                                 tooltip="The paper's 3x3 Gaussian blur (sigma 1) on the 16-pixel token grid "
-                                         "before upscaling: smoother masks, fewer isolated tokens."),
-                io.Conditioning.Input("conditioning", optional=True,
-                                      tooltip="Optional prompt when computing from a latent; default is the "
-                                              "empty prompt."),
-                io.Image.Input("image", optional=True,
-                               tooltip="Optional picture (VAE Decode output or the loaded photo) under the "
-                                       "'overlay' heatmaps, and the guide for 'refine'."),
-                io.Combo.Input("refine", options=list(api.REFINE_CHOICES), default="auto", optional=True,
-                               tooltip="Masks that follow the picture's edges (uses 'image'). auto: guided when "
-                                       "an image is connected, else none. none: bilinear from the 16-pixel "
-                                       "token grid (soft borders a token wide). guided: edges snap to the "
-                                       "picture's, parts thinner than a token come back; fast. pamr: guided, "
-                                       "then pixel-adaptive refinement: cleaner in texture, several times slower."),
-                io.Int.Input("refine_radius", default=2, min=0, max=8, optional=True,
-                             tooltip="Window of the refinement, in 16-pixel tokens (2: 5x5 tokens). Larger: "
-                                     "the masks follow the picture over a wider area (fixes maps that are "
-                                     "further off, but a concept can leak across faint edges); smaller: closer "
-                                     "to the raw maps."),
-                io.Float.Input("refine_eps", default=0.0001, min=0.00001, max=0.1, step=0.00001, optional=True,
-                               tooltip="How faint a colour edge the refinement follows (the guided filter's "
-                                       "regularisation, squared 0..1 colour units). Smaller: fainter edges and "
-                                       "finer parts, but texture inside an object can split its mask; larger: "
-                                       "only strong edges, smoother masks."),
-                io.Int.Input("picture", default=0, min=0, max=16, optional=True,
-                             tooltip="Whose maps: 0 the generated image (or the connected latent); 1, 2, ... the "
-                                     "reference images of an edit (Kontext, Flux.2, Qwen-Image-Edit), captured "
-                                     "while sampling, at each reference's own size. Connect that picture to "
-                                     "'image' for its overlays and refinement."),
-            ],
+            inputs=saliency_inputs(),
             outputs=[
                 io.Mask.Output("masks", display_name="masks", tooltip="Every concept's mask, [B*C, H, W] image-major: image 0's "
                                                 "concepts in order, then image 1's (after mask_mode)."),
@@ -198,6 +202,37 @@ class ConceptSaliency(io.ComfyNode):
                                  eps=refine_eps)  # [B, C, H, W]
         outputs = saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image)
         return io.NodeOutput(*outputs, ui=saliency_ui(maps, soft, overlays=outputs[3], segmentation=outputs[4]))
+
+
+class ConceptMask(io.ComfyNode):
+    """Only the chosen concepts' mask, built a few frames at a time: for long videos, where Concept
+    Saliency's per-concept outputs would take gigabytes."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ConceptMask",
+            display_name="Concept Mask",
+            category=CATEGORY,
+            description="The chosen concept(s)' mask alone, the same as Concept Saliency's 'mask' output, made a few "
+                        "pictures or video frames at a time so that only the mask itself takes memory (a video: one "
+                        "mask per frame, [B*F, H, W], for per-frame mask inputs).",
+            inputs=saliency_inputs(),
+            outputs=[io.Mask.Output("mask", display_name="mask", tooltip="The chosen concept(s) per image or video "
+                                                                          "frame, [B, H, W] (a video: [B*F, H, W]).")],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
+                invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
+                image=None, refine="auto", refine_radius=2, refine_eps=1e-4, picture=0) -> io.NodeOutput:
+        maps = api.concept_maps(model, latent, source=source, noise_level=noise_level,
+                                seeds=range(seed, seed + seed_count), conditioning=conditioning, picture=picture)
+        log.info("Concept Mask: maps %s", maps.detail)
+        refine = ("none" if image is None else "guided") if refine == "auto" else refine
+        mask = api.concept_mask(maps, select_concepts(maps.names, concept), mask_mode, threshold, invert, blur,
+                                refine=refine, image=image, radius=refine_radius, eps=refine_eps)
+        return io.NodeOutput(mask)
 
 
 class ConceptBlockMaps(io.ComfyNode):

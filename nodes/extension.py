@@ -3,7 +3,7 @@ import logging
 
 from comfy_api.latest import ComfyExtension, io
 
-from .concept_nodes import ConceptAttention, ConceptBlockMaps, ConceptSaliency, canonical_concepts
+from .concept_nodes import ConceptAttention, ConceptBlockMaps, ConceptMask, ConceptSaliency, canonical_concepts
 
 log = logging.getLogger(__name__)
 
@@ -33,4 +33,4 @@ def _register_prompt_hook() -> None:
 class ConceptAttentionExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         _register_prompt_hook()  # here, not in on_load: ComfyUI 0.3.64 never calls on_load
-        return [ConceptAttention, ConceptSaliency, ConceptBlockMaps]
+        return [ConceptAttention, ConceptSaliency, ConceptMask, ConceptBlockMaps]

@@ -193,3 +193,29 @@ def test_a_video_latent_into_an_image_patch_and_the_reverse_are_refused(api, mod
     with pytest.raises(ConceptInputError, match=r"latent: this model works on \[B, 16, h, w\] latents, received "
                                                 r"\[1, 16, 3, 4, 6\].*this is a Flux.1 model"):
         api.concept_maps(flux, torch.zeros(1, 16, 3, 4, 6), source="latent", conditioning=torch.zeros(1, 4, 64))
+
+
+@pytest.mark.parametrize("mask_mode,invert,refine", [("exclusive", False, "none"), ("otsu", True, "none"),
+                                                     ("soft", False, "guided")])
+def test_concept_mask_equals_concept_saliencys_mask_a_few_frames_at_a_time(api, model, embeddings, monkeypatch,
+                                                                           mask_mode, invert, refine):
+    """Concept Mask (the mask alone, for long videos) gives Concept Saliency's 'mask', per video
+    frame, also when it works one frame at a time (a tiny chunk budget), with the decoded frames
+    as the refinement's guide."""
+    from concept_attention_pack.nodes import concept_nodes
+    variant = _variant_of(model)
+    patched = api.patch_model(model, embeddings, NAMES)
+    latent = {"samples": _sample(variant, patched)}
+    frames = torch.rand(2 * 9, SHAPE[0] * 16, SHAPE[1] * 16, 3, generator=torch.Generator().manual_seed(2))
+    scale = api.concept_maps(patched, latent).latent_scale
+    frames = frames[:, :SHAPE[0] * scale, :SHAPE[1] * scale]
+    image = frames if refine == "guided" else None
+    inputs = dict(concept="sky, dragon", source="sampling", noise_level=0.5, seed=0, seed_count=1, blur=True,
+                  invert=invert, mask_mode=mask_mode, threshold=0.5, image=image, refine=refine)
+    expected = concept_nodes.ConceptSaliency.execute(patched, latent, **inputs).args[2]
+    assert expected.shape == (2 * 9, SHAPE[0] * scale, SHAPE[1] * scale)
+    whole = concept_nodes.ConceptMask.execute(patched, latent, **inputs).args[0]
+    monkeypatch.setattr(api, "MASK_CHUNK_BYTES", 1)  # one frame at a time
+    framewise = concept_nodes.ConceptMask.execute(patched, latent, **inputs).args[0]
+    torch.testing.assert_close(whole, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(framewise, expected, rtol=0, atol=1e-6)
