@@ -1,7 +1,10 @@
 """The shipped UI workflows opened in ComfyUI's real frontend (headless Chromium through
-Playwright): after the frontend has sized every node for its widgets, no two nodes overlap, no
-two groups overlap, every node lies inside the group the layout puts it in, nothing in the
-workflow logs an error, and the loaders keep the model download metadata.
+Playwright) with its default settings, in both node modes on 0.29 (LiteGraph and Vue nodes): the
+workflow opens at a zoom the canvas draws text at, its first groups in view and clear of the
+sidebar; after the frontend has sized every node for its widgets, and again with Concept
+Saliency's preview shown as after a run, no two nodes overlap, no two groups overlap, every node
+lies inside the group the layout puts it in, nothing in the workflow logs an error, and the
+loaders keep the model download metadata.
 
 Needs the `playwright` Python package and a Chromium binary (Debian's `chromium`; Playwright's own
 browser download is not used): set CHROMIUM_PATH, or have `chromium` on PATH. Screenshots go to
@@ -16,12 +19,14 @@ import urllib.request
 
 import pytest
 
-from conftest import COMFYUI
+from conftest import COMFYUI, comfyui_version
 
 pytestmark = pytest.mark.comfy
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "workflows").glob("*.json"))
+MODES = ["canvas", "vue"] if comfyui_version().startswith("0.29") else ["canvas"]
+PREVIEW_PICTURE = "concept_preview.png"  # the segmentation the preview shows (in the server's input folder)
 
 
 def _chromium() -> str | None:
@@ -56,15 +61,24 @@ def server(tmp_path_factory):
     # the photo the photo workflow names, so LoadImage shows its preview as it would for a user
     Image.fromarray((np.random.default_rng(1).random((600, 800, 3)) * 255).astype(np.uint8)).save(
         server.base / "input" / "example.png")
-    # a returning user (no first-run template browser over the canvas); for the screenshots, text
-    # drawn at any zoom and no minimap
-    settings = {"Comfy.TutorialCompleted": True, "LiteGraph.Canvas.MinFontSizeForLOD": 0,
-                "Comfy.Minimap.Visible": False}
+    Image.fromarray((np.random.default_rng(2).random((512, 512, 3)) * 255).astype(np.uint8)).save(
+        server.base / "input" / PREVIEW_PICTURE)
+    # a returning user (no first-run template browser over the canvas) and no minimap; every other
+    # setting is the frontend's default (its level-of-detail switch included)
+    settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
     request = urllib.request.Request(server.url + "/settings", data=json.dumps(settings).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=30).read()
     yield server
     server.stop()
+
+
+def set_node_mode(server, mode: str):
+    """LiteGraph ("canvas") or Vue nodes ("vue"), as the frontend's setting Comfy.VueNodes.Enabled."""
+    request = urllib.request.Request(server.url + "/settings",
+                                     data=json.dumps({"Comfy.VueNodes.Enabled": mode == "vue"}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
 
 
 @pytest.fixture(scope="module")
@@ -124,16 +138,18 @@ SHOW_PREVIEW = """(payload) => {
 
 
 def _preview_payload(workflow: dict) -> dict:
-    """A payload like Concept Saliency's `ui` output for the workflow's concepts (random maps)."""
+    """A payload like Concept Saliency's `ui` output for the workflow's concepts (random maps of a
+    512 px picture, its segmentation a picture in the server's input folder)."""
     import torch
 
     from concept_attention_pack.nodes.render import palette
     from concept_attention_pack.nodes.ui_payload import map_payload
     attention = next(node for node in workflow["nodes"] if node["type"] == "ConceptAttentionFlux")
     names = [n.strip() for n in attention["widgets_values"][0].replace(",", "\n").splitlines() if n.strip()]
-    soft = torch.softmax(torch.randn(1, len(names), 64, 96, generator=torch.Generator().manual_seed(0)), dim=1)
+    soft = torch.softmax(torch.randn(1, len(names), 512, 512, generator=torch.Generator().manual_seed(0)), dim=1)
     payload = map_payload(soft, names, palette(len(names)), source="sampling", detail="maps captured while sampling")
-    return {**payload, "segmentation": [], "overlays": []}
+    return {**payload, "segmentation": [{"filename": PREVIEW_PICTURE, "subfolder": "", "type": "input"}],
+            "overlays": []}
 
 
 def _overlap(a, b) -> bool:
@@ -195,11 +211,13 @@ def layout_problems(graph: dict, layout: dict) -> list[str]:
     return problems
 
 
-def _open(browser, server, workflow: dict, name: str, downloads: list | None = None):
-    """A fresh page on the server's frontend with `workflow` loaded; returns (page, graph, errors).
-    The missing-models dialog asks the download URLs for their size: those requests are answered
-    here (no network needed) and their URLs appended to `downloads`."""
-    page = browser.new_page(viewport={"width": 2560, "height": 1300})
+def _open(browser, server, workflow: dict, name: str, downloads: list | None = None, mode: str = "canvas",
+          viewport=(2560, 1300)):
+    """A fresh page on the server's frontend in node `mode` with `workflow` loaded; returns (page,
+    graph, errors). The missing-models dialog asks the download URLs for their size: those
+    requests are answered here (no network needed) and their URLs appended to `downloads`."""
+    set_node_mode(server, mode)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
 
     def answer_download(route):
         if downloads is not None:
@@ -236,47 +254,104 @@ def _open(browser, server, workflow: dict, name: str, downloads: list | None = N
     return page, page.evaluate(READ_GRAPH), errors
 
 
+# How the workflow opens: the view's zoom, whether the canvas draws nodes in low quality (blank
+# boxes, no text), and for the first stages' groups and notes their box on the screen and what is
+# drawn over points of their title bars (the canvas, the note's own element, or something else:
+# the sidebar, the tabs, a menu).
+READ_VIEW = """(boxes) => {
+  const canvas = window.app.canvas, scale = canvas.ds.scale, offset = canvas.ds.offset;
+  const frame = canvas.canvas.getBoundingClientRect();
+  const seen = boxes.map(([name, nodeId, x, y, width, titleHeight]) => {
+    const left = frame.left + (x + offset[0]) * scale, top = frame.top + (y + offset[1]) * scale;
+    const covered = [];
+    for (let i = 0; i <= 8; i++) {
+      const px = left + (4 + (width - 8) * i / 8) * scale, py = top + titleHeight * scale / 2;
+      const element = document.elementFromPoint(px, py);
+      const own = element === canvas.canvas || (nodeId !== null && element
+        && element.closest('[data-node-id]')?.dataset.nodeId === String(nodeId));
+      if (!own) covered.push([Math.round(px), Math.round(py), element ? element.tagName + '.' + String(element.className).slice(0, 60) : null]);
+    }
+    return {name, left, top, right: left + width * scale, covered};
+  });
+  return {scale, lowQuality: !!canvas.low_quality, width: window.innerWidth, height: window.innerHeight, seen};
+}"""
+
+
+def _first_boxes(workflow: dict, layout: dict) -> list:
+    """[name, node id or None, x, y, width, title height] of the groups and notes of the first two stages."""
+    titles = {block["title"] for stage in layout["stages"][:2] for block in stage if "title" in block}
+    boxes = [[f"group {g['title']!r}", None, *g["bounding"][:3], g.get("font_size", 24) * 1.4]
+             for g in workflow["groups"] if g["title"] in titles]
+    notes = sum("note" in block for block in layout["stages"][0])
+    boxes += [[f"note {n['id']}", n["id"], n["pos"][0], n["pos"][1] - 30, n["size"][0], 30]
+              for n in workflow["nodes"] if n["type"] == "Note"][:notes]
+    return boxes
+
+
+def view_problems(view: dict, saved_scale: float) -> list[str]:
+    problems = []
+    if abs(view["scale"] - saved_scale) > 1e-6:
+        problems.append(f"opened at zoom {view['scale']}, the workflow's view says {saved_scale}")
+    if view["lowQuality"]:
+        problems.append(f"at zoom {view['scale']} the canvas draws the nodes without text (low quality)")
+    for box in view["seen"]:
+        if box["left"] < 0 or box["top"] < 0 or box["right"] > view["width"]:
+            problems.append(f"{box['name']} is not in view: {box['left']:.0f}..{box['right']:.0f} px from the left, "
+                            f"{box['top']:.0f} px from the top of a {view['width']} px wide window")
+        if box["covered"]:
+            problems.append(f"{box['name']}: its title bar is under {box['covered'][:3]}")
+    return problems
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, tmp_path_factory):
+def test_shipped_workflow_layout_in_the_real_frontend(server, browser, path, mode, tmp_path_factory):
     from workflow_layouts import LAYOUTS, MODEL_LOADERS, missing_in_this_comfyui
     if missing_in_this_comfyui(path.stem):
         pytest.skip(missing_in_this_comfyui(path.stem))  # its nodes are missing in 0.3.64 and its frontend
     workflow = json.loads(path.read_text())
-    page, graph, errors = _open(browser, server, workflow, path.name)
+    # a common window size: the workflow's saved view must show its first groups there
+    page, graph, errors = _open(browser, server, workflow, path.name, mode=mode, viewport=(1920, 1080))
     try:
         shots = tmp_path_factory.mktemp("workflow_screenshots")
         page.keyboard.press("Escape")  # the missing-models dialog (no model files here)
         page.wait_for_timeout(300)
+        view = page.evaluate(READ_VIEW, _first_boxes(workflow, LAYOUTS[path.stem]))
+        page.screenshot(path=str(shots / f"{path.stem}_{mode}_opened.png"))
         # after a run Concept Saliency shows its preview on the node (js/): the room the layout
         # gives it must hold the preview too, so nothing below is covered after the first run
         page.evaluate(SHOW_PREVIEW, _preview_payload(workflow))
+        page.wait_for_function("""() => Array.from(document.querySelectorAll('.ca-image'))
+            .every(image => image.complete && image.naturalWidth > 0)""", timeout=10_000)
         page.wait_for_timeout(500)
         page.evaluate("() => { window.app.canvas.setDirty(true, true); window.app.canvas.draw(true, true); }")
         page.wait_for_timeout(300)
         graph_with_preview = page.evaluate(READ_GRAPH)
         page.evaluate(FIT_VIEW)
         page.wait_for_timeout(300)
-        page.screenshot(path=str(shots / f"{path.stem}.png"))
-        print(f"frontend {graph['frontend']}: screenshot {shots / (path.stem + '.png')}")
+        page.screenshot(path=str(shots / f"{path.stem}_{mode}.png"))
+        print(f"frontend {graph['frontend']} ({mode}): screenshots {shots / (path.stem + '_' + mode)}[_opened].png")
     finally:
         page.close()
 
     assert not errors, f"{path.name}: errors while loading: {errors}"
+    problems = view_problems(view, workflow["extra"]["ds"]["scale"])
+    assert not problems, f"{path.name} ({mode}) opens unreadable:\n" + "\n".join(problems)
     assert len(graph["nodes"]) == len(workflow["nodes"]), "the frontend dropped or added nodes"
     problems = layout_problems(graph, LAYOUTS[path.stem])
-    assert not problems, f"{path.name} in frontend {graph['frontend']}:\n" + "\n".join(problems)
+    assert not problems, f"{path.name} in frontend {graph['frontend']} ({mode}):\n" + "\n".join(problems)
 
     saved = {node["id"]: node for node in workflow["nodes"]}
     resized = [f"{node['id']} {node['type']}: saved {saved[node['id']]['size']}, shown {node['size']}"
                for node in graph["nodes"]
                if any(abs(a - b) > 0.5 for a, b in zip(node["size"], saved[node["id"]]["size"]))]
-    assert not resized, f"{path.name}: the frontend resized nodes to fit their widgets: {resized}"
+    assert not resized, f"{path.name} ({mode}): the frontend resized nodes to fit their widgets: {resized}"
     problems = layout_problems(graph_with_preview, LAYOUTS[path.stem])
-    assert not problems, f"{path.name} with Concept Saliency's preview shown:\n" + "\n".join(problems)
+    assert not problems, f"{path.name} ({mode}) with Concept Saliency's preview shown:\n" + "\n".join(problems)
     grown = [f"{node['id']} {node['type']}: saved {saved[node['id']]['size']}, with its preview {node['size']}"
              for node in graph_with_preview["nodes"]
              if any(abs(a - b) > 0.5 for a, b in zip(node["size"], saved[node["id"]]["size"]))]
-    assert not grown, f"{path.name}: the node grew for its preview (give it that room in the layout): {grown}"
+    assert not grown, f"{path.name} ({mode}): the node grew for its preview (give it that room in the layout): {grown}"
     loaders = [node for node in graph["nodes"] if node["type"] in MODEL_LOADERS]
     # three loaders (model, text encoder, VAE), or one checkpoint that has all three
     assert sorted(node["type"] for node in loaders) == sorted(

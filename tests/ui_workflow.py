@@ -41,7 +41,13 @@ COLUMN_GAP = 40             # between columns inside a group
 STAGE_GAP = 60              # between stages (left to right) and between blocks of a stage
 GROUP_COLOR = "#3f789e"     # ComfyUI's templates use it for their step groups
 NOTE_COLORS = {"color": "#432", "bgcolor": "#653"}  # the frontend's yellow note
-VIEW = (1900, 950)          # the view a workflow opens with fits this many screen pixels
+# The view a workflow opens with (extra.ds): zoom 0.8, above the frontend's level-of-detail switch
+# (LiteGraph.Canvas.MinFontSizeForLOD, default 8 px, over LiteGraph.NODE_TEXT_SIZE 14 px times
+# sqrt(devicePixelRatio): below zoom 0.571 at a ratio of 1 the canvas draws nodes as blank boxes),
+# with the graph's top-left corner at VIEW_ORIGIN screen pixels: clear of frontend 1.47's left
+# sidebar (59 px wide) under its workflow tabs (38 px) and the graph breadcrumb (to 104 px).
+VIEW_SCALE = 0.8
+VIEW_ORIGIN = (100, 120)
 
 
 def _node(node_id: int, class_type: str, info: dict | None, api_inputs: dict) -> dict:
@@ -114,13 +120,13 @@ def _place(layout: dict, sizes: dict[str, list[int]]) -> tuple[dict, list[dict],
 
 
 def _view(positions: dict, sizes: dict, groups: list[dict]) -> dict:
-    """extra.ds: the scale and offset that show the whole graph when the workflow opens."""
+    """extra.ds: the scale and offset the workflow opens with: readable (VIEW_SCALE), the first
+    stages in view from the top-left corner (a screen point is (graph point + offset) x scale)."""
     boxes = [g["bounding"] for g in groups] + [
         [x, y - NODE_TITLE_HEIGHT, sizes[n][0], sizes[n][1] + NODE_TITLE_HEIGHT] for n, (x, y) in positions.items()]
     left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    scale = round(min(VIEW[0] / (right - left + 80), VIEW[1] / (bottom - top + 80), 1.0), 3)
-    return {"scale": scale, "offset": [40 - left, 40 - top]}
+    return {"scale": VIEW_SCALE,
+            "offset": [round(VIEW_ORIGIN[0] / VIEW_SCALE - left, 2), round(VIEW_ORIGIN[1] / VIEW_SCALE - top, 2)]}
 
 
 def api_to_ui(api: dict, object_info: dict, layout: dict) -> dict:

@@ -3,7 +3,9 @@ groups (with columns of node ids) and notes. Node inputs come from workflows/api
 this file adds what the UI format has and the API format has not: positions (computed from the
 sizes below by tests/ui_workflow.py), groups, notes, node titles and the loaders' download
 metadata. Sizes are at least what both tested frontends (1.27.10 with ComfyUI 0.3.64, 1.47.10
-with 0.29) compute for the node's widgets; tests/test_browser_workflows.py checks it."""
+with 0.29, there in both node modes: LiteGraph and Vue nodes, whose widget rows are taller) compute
+for the node's widgets, and Concept Saliency's hold its preview after a run;
+tests/test_browser_workflows.py checks it."""
 from __future__ import annotations
 
 # Copied from ComfyUI's own template flux_schnell_full_text_to_image.json (the same entries are in
@@ -77,21 +79,21 @@ MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "
 
 # [width, height] of the node body (the title bar, 30 px, comes on top), by node type.
 SIZES = {
-    "UNETLoader": [340, 82], "DualCLIPLoader": [340, 130], "VAELoader": [340, 58],
-    "ConceptAttentionFlux": [340, 250],
-    "ConceptSaliency": [320, 690],  # with its preview shown; 690 since the optional 'picture' input
-    "LoadImage": [340, 420], "ImageScaleToTotalPixels": [340, 106], "VAEEncode": [220, 46],
-    "VAEDecode": [220, 46], "CLIPTextEncode": [400, 150], "FluxGuidance": [300, 58],
-    "EmptySD3LatentImage": [300, 106], "KSampler": [320, 262], "GrowMask": [300, 82],
-    "MaskToImage": [300, 26], "ImageBlur": [300, 82], "ImageToMask": [300, 58], "InvertMask": [300, 26],
-    "ImageCompositeMasked": [320, 146], "InpaintModelConditioning": [320, 138],
+    "UNETLoader": [340, 86], "DualCLIPLoader": [340, 142], "VAELoader": [340, 86],
+    "ConceptAttentionFlux": [340, 294],
+    "ConceptSaliency": [320, 790],  # with its preview shown (Vue nodes: 774 since the 'picture' input)
+    "LoadImage": [340, 420], "ImageScaleToTotalPixels": [340, 114], "VAEEncode": [225, 54],
+    "VAEDecode": [225, 54], "CLIPTextEncode": [400, 150], "FluxGuidance": [300, 62],
+    "EmptySD3LatentImage": [300, 118], "KSampler": [320, 262], "GrowMask": [300, 86],
+    "MaskToImage": [300, 34], "ImageBlur": [300, 90], "ImageToMask": [300, 62], "InvertMask": [300, 34],
+    "ImageCompositeMasked": [320, 158], "InpaintModelConditioning": [320, 142],
     "SaveImage": [420, 460], "PreviewImage": [420, 460],
-    "CLIPLoader": [340, 106], "ConditioningZeroOut": [300, 26], "EmptyFlux2LatentImage": [300, 106],
-    "Flux2Scheduler": [300, 106], "KSamplerSelect": [300, 58], "RandomNoise": [300, 82], "CFGGuider": [300, 98],
-    "SamplerCustomAdvanced": [300, 126], "SetLatentNoiseMask": [300, 46], "SplitSigmasDenoise": [300, 78],
-    "CheckpointLoaderSimple": [380, 98],  # room for ckpt_name beside the SD3.5 file name
-    "ModelSamplingAuraFlow": [300, 58], "CFGNorm": [300, 82], "TextEncodeQwenImageEditPlus": [400, 220],
-    "EmptyLatentImage": [300, 106], "EmptyImage": [300, 130], "ImageBlend": [300, 106],
+    "CLIPLoader": [340, 114], "ConditioningZeroOut": [300, 34], "EmptyFlux2LatentImage": [300, 118],
+    "Flux2Scheduler": [300, 118], "KSamplerSelect": [300, 62], "RandomNoise": [300, 82], "CFGGuider": [300, 102],
+    "SamplerCustomAdvanced": [300, 126], "SetLatentNoiseMask": [300, 54], "SplitSigmasDenoise": [300, 82],
+    "CheckpointLoaderSimple": [380, 126],  # room for ckpt_name beside the SD3.5 file name
+    "ModelSamplingAuraFlow": [300, 62], "CFGNorm": [300, 114], "TextEncodeQwenImageEditPlus": [400, 220],
+    "EmptyLatentImage": [300, 118], "EmptyImage": [300, 146], "ImageBlend": [300, 110],
 }
 NOTE_SIZE = [420, 330]
 
@@ -167,7 +169,7 @@ What to change:
               "columns": [["20", "21", "22"], ["23", "24", "25", "26", "27"]]}],
             [{"title": "6. Paste into the first picture", "columns": [["28", "29"]]}],
         ],
-        "sizes": {"24": [340, 98]},  # wide enough for its title
+        "sizes": {"24": [340, 102]},  # wide enough for its title
         "titles": {"5": "Prompt", "6": "Negative (zeroed)", "15": "Preview: each concept's map",
                    "17": "Feather: mask to image", "18": "Feather: blur", "19": "Feather: back to mask",
                    "20": "Second prompt (the repainted part)", "21": "Negative (zeroed)",
