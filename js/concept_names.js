@@ -47,3 +47,18 @@ export function conceptWarning(value, known) {
   const quoted = unknown.map((n) => `'${n}'`).join(", ");
   return `${quoted} ${unknown.length > 1 ? "are" : "is"} not among the concepts: ${known.join(", ")}`;
 }
+
+/**
+ * What the `concept` widget suggests while it is edited: for the name being typed (after the last
+ * comma), each known name not chosen yet, as the whole value it would give ("dragon, s" ->
+ * "dragon, sky", "dragon, mountains", ...). Without a comma: the names themselves.
+ */
+export function conceptSuggestions(value, known) {
+  const text = String(value ?? "");
+  const cut = text.lastIndexOf(",");
+  if (cut < 0) return [...(known ?? [])];
+  const before = chosenNames(text.slice(0, cut));
+  const taken = new Set(before.map((n) => n.toLowerCase()));
+  const prefix = before.length ? `${before.join(", ")}, ` : "";
+  return (known ?? []).filter((n) => !taken.has(n.toLowerCase())).map((n) => prefix + n);
+}

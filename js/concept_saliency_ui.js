@@ -1,14 +1,19 @@
 // The node UI of Concept Saliency: after a run the node shows its segmentation (or one concept's
 // overlay), ranks the concepts under the pointer from the real maps, and sets its `concept`
 // widget on a click (shift-click: the union). The `concept` widget is checked against the
-// concepts typed in the Concept Attention node its MODEL comes from. Talks to the frontend only
-// through app.registerExtension, beforeRegisterNodeDef, a chained onExecuted and addDOMWidget;
-// the logic lives in maps.js and concept_names.js (unit-tested with node --test).
+// concepts typed in the Concept Attention node its MODEL comes from, and suggests them while it is
+// edited (a datalist on the frontend's own text input). After a page reload the node shows its last
+// preview again, from the server's history. Talks to the frontend only through
+// app.registerExtension, beforeRegisterNodeDef, chained onExecuted / onConfigure, addDOMWidget,
+// the concept widget's own onClick and the /history API; the logic lives in maps.js and
+// concept_names.js (unit-tested with node --test).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-import { conceptWarning, chosenNames, parseConcepts, pickConcept } from "./concept_names.js";
-import { decodeMaps, formatShare, legendModel, rankAtPointer } from "./maps.js";
+import { conceptSuggestions, conceptWarning, chosenNames, parseConcepts, pickConcept } from "./concept_names.js";
+import {
+  decodeMaps, drawnRect, formatShare, legendModel, rankAtPointer, rankingPlacement, segmentationPixels,
+} from "./maps.js";
 
 const SALIENCY = "ConceptSaliency";
 const ATTENTION = "ConceptAttentionFlux";
@@ -18,6 +23,8 @@ const LEGEND_ROW_HEIGHT = 24; // px of one row of concept buttons
 const LEGEND_MAX_ROWS = 4; // before a run the node grows for at most this many rows of names
 const WARNING_HEIGHT = 20; // px of the unknown-name warning
 const WIDGET_MARGIN = 8; // px the frontends take off a DOM widget's height for its margins
+const RANKING_COVER = 0.2; // the pointer ranking covers at most this share of the picture it lies over
+const HISTORY_ITEMS = 32; // runs searched for the node's last preview after a reload
 
 const STYLE = `
 .ca-panel { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%; box-sizing: border-box;
@@ -27,9 +34,12 @@ const STYLE = `
 .ca-source { opacity: 0.8; }
 .ca-warning { color: #ff6b6b; }
 .ca-figure { position: relative; flex: 1 1 auto; min-height: 120px; }
-.ca-image { position: absolute; inset: 0; width: 100%; height: 100%; object-fit: contain; cursor: crosshair; }
+.ca-image { position: absolute; inset: 0; width: 100%; height: 100%; object-fit: contain; cursor: crosshair;
+  image-rendering: pixelated; }
 .ca-ranking { position: absolute; top: 4px; right: 4px; padding: 4px 6px; border-radius: 4px; pointer-events: none;
-  background: rgba(0, 0, 0, 0.75); color: #fff; }
+  background: rgba(0, 0, 0, 0.75); color: #fff; line-height: 16px; }
+.ca-hint { position: relative; flex: 1 1 0; min-height: 0; }
+.ca-hint > span { position: absolute; inset: 0; overflow: hidden; opacity: 0.6; padding: 4px; }
 .ca-rank { display: flex; gap: 6px; align-items: center; white-space: nowrap; }
 .ca-rank:first-child { font-weight: bold; }
 .ca-chip { display: inline-block; width: 10px; height: 10px; border: 1px solid #ddd; flex: none; }
@@ -93,7 +103,13 @@ class SaliencyPanel {
     this.figure.append(this.image, this.ranking);
     this.legend = element("div", "ca-legend");
     this.warning = element("div", "ca-warning");
-    this.root.append(this.source, this.controls, this.figure, this.legend, this.warning);
+    // before a run (or after a reload with no run in the server's history) the room stays labelled
+    this.hint = element("div", "ca-hint");
+    this.hint.append(element("span", "", "After a run the concepts' segmentation is shown here: point at it to "
+      + "rank the concepts there, click to use one for 'mask'."));
+    this.suggestions = element("datalist");
+    this.suggestions.id = `ca-concepts-${Math.random().toString(36).slice(2)}`;
+    this.root.append(this.source, this.controls, this.figure, this.legend, this.warning, this.hint);
     this.batchSelect.addEventListener("change", () => this.select(Number(this.batchSelect.value), this.view));
     this.viewSelect.addEventListener("change", () => this.select(this.batch, Number(this.viewSelect.value)));
     this.image.addEventListener("pointermove", (event) => this.hover(event));
@@ -163,19 +179,73 @@ class SaliencyPanel {
     const at = this.pointerRanking(event);
     this.ranking.hidden = !at;
     if (!at) return;
-    this.ranking.replaceChildren(...at.ranking.slice(0, RANKED).map((entry) => {
+    const lines = at.ranking.slice(0, RANKED).map((entry) => {
       const line = element("div", "ca-rank");
       line.dataset.concept = entry.name;
       const chip = element("span", "ca-chip");
       chip.style.background = entry.color;
       line.append(chip, element("span", "ca-name", entry.name), element("span", "ca-share", formatShare(entry.share)));
       return line;
-    }));
+    });
+    this.ranking.replaceChildren(...lines);
+    // away from the pointer, beside the picture where there is room, never over most of a small one
+    const figure = this.figure.getBoundingClientRect();
+    const zoom = figure.width / (this.figure.offsetWidth || figure.width) || 1; // the canvas' scale
+    const box = { width: this.figure.offsetWidth, height: this.figure.offsetHeight };
+    const style = getComputedStyle(this.ranking);
+    const ranking = { width: this.ranking.offsetWidth, lineHeight: lines[0].offsetHeight || 16,
+                      padding: parseFloat(style.paddingTop) || 0 };
+    const place = rankingPlacement(box, drawnRect(box, this.payload.size), ranking,
+                                   (event.clientX - figure.left) / zoom, (event.clientY - figure.top) / zoom,
+                                   lines.length, RANKING_COVER);
+    lines.slice(place.lines).forEach((line) => line.remove());
+    Object.assign(this.ranking.style, { left: `${place.left}px`, top: `${place.top}px`, right: "auto" });
   }
 
   pickAtPointer(event) {
     const at = this.pointerRanking(event);
     if (at) this.pick(at.ranking[0].name, event.shiftKey);
+  }
+
+  /** The preview of this node's last run in the server's history (after a page reload the
+   * frontend has no outputs; the node keeps the size its preview gave it). Runs of this workflow
+   * only: the history's saved workflow has the same id as the graph the node is in. */
+  async restore() {
+    const graph = this.node.graph;
+    if (this.payload || !graph?.id || this.node.id == null || graph !== (app.rootGraph ?? app.graph)) return;
+    let history;
+    try {
+      history = await (await api.fetchApi(`/history?max_items=${HISTORY_ITEMS}`)).json();
+    } catch {
+      return; // no history to show: the hint stays
+    }
+    for (const entry of Object.values(history ?? {}).reverse()) {
+      if (entry?.prompt?.[3]?.extra_pnginfo?.workflow?.id !== graph.id) continue;
+      const payload = entry.outputs?.[String(this.node.id)]?.concept_saliency?.[0];
+      if (!payload) continue;
+      if (!this.payload && this.node.graph === graph) this.show(payload);
+      return;
+    }
+  }
+
+  /** The `concept` widget's suggestions for the text being typed: the connected node's names. */
+  suggest(input) {
+    if (!this.suggestions.isConnected) document.body.append(this.suggestions);
+    const fill = () => {
+      const names = conceptSuggestions(input.value, this.known ?? upstreamConcepts(this.node) ?? []);
+      this.suggestions.replaceChildren(...names.map((name) => {
+        const option = element("option");
+        option.value = name;
+        return option;
+      }));
+    };
+    input.setAttribute("list", this.suggestions.id);
+    input.setAttribute("autocomplete", "off");
+    if (input.dataset.caSuggest !== this.suggestions.id) {
+      input.dataset.caSuggest = this.suggestions.id;
+      input.addEventListener("input", fill);
+    }
+    fill();
   }
 
   /** Re-read the connected Concept Attention node's concepts and the `concept` widget. */
@@ -191,6 +261,18 @@ class SaliencyPanel {
     if (this.minHeight() > before) this.fit();
   }
 
+  drawnSegmentation() {
+    const key = `${this.batch}`;
+    if (this.drawn?.payload === this.payload && this.drawn.key === key) return this.drawn.url;
+    const pixels = segmentationPixels(this.payload, this.maps);
+    const canvas = element("canvas");
+    canvas.width = pixels.width;
+    canvas.height = pixels.height;
+    canvas.getContext("2d").putImageData(new ImageData(pixels.rgba, pixels.width, pixels.height), 0, 0);
+    this.drawn = { payload: this.payload, key, url: canvas.toDataURL("image/png") };
+    return this.drawn.url;
+  }
+
   render() {
     const payload = this.payload;
     const chosen = chosenNames(this.conceptWidget()?.value);
@@ -201,6 +283,7 @@ class SaliencyPanel {
     this.source.hidden = !payload;
     this.controls.hidden = !payload;
     this.figure.hidden = !payload;
+    this.hint.hidden = !!payload;
     if (payload) {
       this.batchSelect.hidden = payload.batch < 2;
       this.batchSelect.replaceChildren(...Array.from({ length: payload.batch }, (_, i) => {
@@ -219,7 +302,10 @@ class SaliencyPanel {
       this.viewSelect.value = String(this.view);
       const c = payload.names.length;
       const saved = this.view < 0 ? payload.segmentation[this.batch] : payload.overlays[this.batch * c + this.view];
-      const url = saved ? viewUrl(saved) : "";
+      // a small picture (maps at its own pixels): the segmentation drawn from the maps, without the
+      // legend the server's picture carries, which would hide most of it
+      const url = this.view < 0 && payload.cell === 1 && this.maps ? this.drawnSegmentation()
+        : saved ? viewUrl(saved) : "";
       if (this.image.getAttribute("src") !== url) this.image.src = url;
     }
     // the legend: the maps' concepts after a run, the connected node's concepts before one
@@ -261,13 +347,36 @@ function addPanel(node) {
   });
   widget.serialize = false; // not part of the saved widget values: shipped workflows keep their layout
   node.conceptPanel = panel;
+  // LiteGraph mode: the frontend edits the text in its own prompt box, opened by the widget's onClick
+  const concept = panel.conceptWidget();
+  const onClick = concept?.onClick;
+  if (concept && typeof onClick === "function") {
+    concept.onClick = function (options) {
+      const result = onClick.apply(this, arguments);
+      const input = options?.canvas?.prompt_box?.querySelector?.("input, textarea")
+        ?? document.querySelector(".graphdialog input");
+      if (input) panel.suggest(input);
+      return result;
+    };
+  }
   const timer = setInterval(() => panel.check(), 300);
   const onRemoved = node.onRemoved;
   node.onRemoved = function () {
     clearInterval(timer);
+    panel.suggestions.remove();
     return onRemoved?.apply(this, arguments);
   };
   panel.check();
+}
+
+/** Vue node mode: the widget is a text input in the node's element, labelled with its name. */
+function suggestInVueNode(event) {
+  const input = event.target;
+  if (!(input instanceof HTMLInputElement) || input.getAttribute("aria-label") !== "concept") return;
+  const id = input.closest("[data-node-id]")?.dataset.nodeId;
+  const graph = app.canvas?.graph ?? app.graph;
+  const node = id != null ? graph?.getNodeById?.(Number(id)) ?? graph?.getNodeById?.(id) : null;
+  node?.conceptPanel?.suggest(input);
 }
 
 app.registerExtension({
@@ -281,6 +390,16 @@ app.registerExtension({
       if (payload) this.conceptPanel?.show(payload);
       return result;
     };
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const result = onConfigure?.apply(this, arguments);
+      // a loaded workflow (a page reload restores the last one): its graph and ids are set after this
+      setTimeout(() => this.conceptPanel?.restore(), 0);
+      return result;
+    };
+  },
+  setup() {
+    document.addEventListener("focusin", suggestInVueNode);
   },
   nodeCreated(node) {
     if ((node.comfyClass ?? node.constructor?.comfyClass) === SALIENCY) addPanel(node);

@@ -94,3 +94,56 @@ export function legendModel(payload, maps, chosen = []) {
   }
   return entries;
 }
+
+/** Where a picture of `size` [H, W] is drawn in a box of width x height (object-fit: contain). */
+export function drawnRect(box, size) {
+  const [H, W] = size;
+  const scale = Math.min(box.width / W, box.height / H);
+  const width = W * scale, height = H * scale;
+  return { left: (box.width - width) / 2, top: (box.height - height) / 2, width, height };
+}
+
+/**
+ * The segmentation drawn from the maps, without the legend the server's picture carries (on a
+ * small picture that legend hides most of it; the node has its own): RGBA bytes of h x w, each
+ * cell in the colour of its strongest concept (ties: the first). null without maps.
+ */
+export function segmentationPixels(payload, maps) {
+  if (!maps) return null;
+  const plane = maps.h * maps.w;
+  const colors = payload.colors.map((hex) => [1, 3, 5].map((at) => parseInt(hex.slice(at, at + 2), 16)));
+  const rgba = new Uint8ClampedArray(plane * 4);
+  for (let at = 0; at < plane; at++) {
+    let best = 0;
+    for (let k = 1; k < maps.c; k++) if (maps.values[k * plane + at] > maps.values[best * plane + at]) best = k;
+    rgba.set([...colors[best], 255], at * 4);
+  }
+  return { width: maps.w, height: maps.h, rgba };
+}
+
+/**
+ * Where the pointer ranking goes and how many of its lines: in the corner of the figure (a box of
+ * width x height holding the picture, `image` its drawn rect) away from the pointer at (px, py);
+ * inside a letterbox margin when the box fits there, else over the picture with only as many
+ * lines as cover at most `maxCover` of it (at least one). `ranking`: {width, lineHeight, padding}.
+ */
+export function rankingPlacement(figure, image, ranking, px, py, lines, maxCover = 0.2) {
+  const height = (n) => n * ranking.lineHeight + 2 * ranking.padding;
+  const right = px < figure.width / 2, bottom = py < figure.height / 2;
+  const margins = { x: image.left, y: image.top };
+  let shown = lines;
+  const beside = margins.x >= ranking.width + 4 && figure.height >= height(1);
+  const below = !beside && margins.y >= height(1) + 4 && figure.width >= ranking.width;
+  if (beside) {
+    shown = Math.min(lines, Math.max(1, Math.floor((figure.height - 8 - 2 * ranking.padding) / ranking.lineHeight)));
+  } else if (below) {
+    shown = Math.min(lines, Math.max(1, Math.floor((margins.y - 4 - 2 * ranking.padding) / ranking.lineHeight)));
+  } else {
+    const area = image.width * image.height;
+    while (shown > 1 && ranking.width * height(shown) > maxCover * area) shown--;
+  }
+  const boxHeight = height(shown);
+  const left = right ? figure.width - ranking.width - 4 : 4;
+  const top = bottom ? figure.height - boxHeight - 4 : 4;
+  return { left, top, lines: shown };
+}

@@ -2,7 +2,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { chosenNames, conceptWarning, parseConcepts, pickConcept, unknownNames } from "../../js/concept_names.js";
+import {
+  chosenNames, conceptSuggestions, conceptWarning, parseConcepts, pickConcept, unknownNames,
+} from "../../js/concept_names.js";
 
 test("concepts text: one per line or comma-separated, blanks dropped", () => {
   assert.deepEqual(parseConcepts("dragon\n sky , mountains\n\n background \r\n"), ["dragon", "sky", "mountains", "background"]);
@@ -32,4 +34,14 @@ test("names not among the connected node's concepts are found, case-insensitivel
   assert.equal(conceptWarning("a, b", known), "'a', 'b' are not among the concepts: dragon, sky, background");
   assert.equal(conceptWarning("sky", known), "");
   assert.equal(conceptWarning("anything", []), ""); // no Concept Attention node connected: nothing to say
+});
+
+test("suggestions: the names, then completions of the name after the last comma", () => {
+  const known = ["dragon", "sky", "mountains"];
+  assert.deepEqual(conceptSuggestions("", known), known);
+  assert.deepEqual(conceptSuggestions("dra", known), known);
+  assert.deepEqual(conceptSuggestions("dragon, s", known), ["dragon, sky", "dragon, mountains"]);
+  assert.deepEqual(conceptSuggestions("Dragon,sky,", known), ["Dragon, sky, mountains"]);
+  assert.deepEqual(conceptSuggestions(",", known), known);
+  assert.deepEqual(conceptSuggestions("x", null), []);
 });

@@ -4,7 +4,10 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { cellAt, decodeMaps, formatShare, imagePixel, legendModel, rankAt, rankAtPointer } from "../../js/maps.js";
+import {
+  cellAt, decodeMaps, drawnRect, formatShare, imagePixel, legendModel, rankAt, rankAtPointer, rankingPlacement,
+  segmentationPixels,
+} from "../../js/maps.js";
 
 const fixture = JSON.parse(readFileSync(new URL("./payload_fixture.json", import.meta.url)));
 
@@ -85,4 +88,39 @@ test("legend: colours, mean shares, cells won and the chosen names", () => {
   assert.deepEqual(legend.map((e) => Math.round(e.wins * 6)), [2, 2, 2]);
   assert.ok(Math.abs(legend[0].mean - (0.7 + 0.2 + 0.1 + 0.05 + 0.5 + 0.3) / 6) < 1e-4);
   assert.deepEqual(legendModel(payload, null).map((e) => e.wins), [0, 0, 0]);
+});
+
+test("drawn rect of a fitted picture", () => {
+  assert.deepEqual(drawnRect({ width: 200, height: 100 }, [50, 50]), { left: 50, top: 0, width: 100, height: 100 });
+});
+
+test("segmentation from the maps: each cell in its strongest concept's colour, ties to the first", () => {
+  const payload = { colors: ["#ff0000", "#00ff00"] };
+  const maps = { c: 2, h: 1, w: 3, values: Float32Array.from([0.9, 0.2, 0.5, 0.1, 0.8, 0.5]) };
+  const { width, height, rgba } = segmentationPixels(payload, maps);
+  assert.deepEqual([width, height], [3, 1]);
+  assert.deepEqual(Array.from(rgba), [255, 0, 0, 255, 0, 255, 0, 255, 255, 0, 0, 255]);
+  assert.equal(segmentationPixels(payload, null), null);
+});
+
+test("ranking placement: beside the picture when a margin holds it, away from the pointer", () => {
+  const figure = { width: 400, height: 100 };
+  const image = drawnRect(figure, [100, 100]); // 150 px margins left and right
+  const ranking = { width: 120, lineHeight: 16, padding: 4 };
+  assert.deepEqual(rankingPlacement(figure, image, ranking, 160, 20, 6), { left: 276, top: 8, lines: 5 });
+  assert.deepEqual(rankingPlacement(figure, image, ranking, 240, 80, 3), { left: 4, top: 4, lines: 3 });
+});
+
+test("ranking placement over a small picture: few enough lines to cover at most the share asked", () => {
+  const figure = { width: 240, height: 160 };
+  const image = drawnRect(figure, [64, 96]); // fills the box
+  const ranking = { width: 120, lineHeight: 16, padding: 4 };
+  const place = rankingPlacement(figure, image, ranking, 20, 20, 6, 0.2);
+  assert.ok(place.lines >= 1 && ranking.width * (place.lines * 16 + 8) <= 0.2 * 240 * 160, JSON.stringify(place));
+  assert.equal(place.lines, 3);
+  assert.equal(place.left, 240 - 120 - 4); // pointer top-left: the box goes bottom-right
+  assert.equal(place.top, 160 - 56 - 4);
+  // never fewer than one line, however small the picture
+  assert.equal(rankingPlacement({ width: 50, height: 50 }, drawnRect({ width: 50, height: 50 }, [10, 10]),
+    ranking, 10, 10, 6).lines, 1);
 });
