@@ -208,6 +208,8 @@ def _unet_stand_in(inputs):
         return "TinyZImageLoader", {"seed": 0}
     if name.startswith("krea2_turbo"):
         return "TinyKrea2Loader", {"seed": 0}
+    if name.startswith("hunyuanvideo1.5_"):
+        return "TinyHunyuanVideo15Loader", {"seed": 0}
     raise ValueError(f"no stand-in for the diffusion model {name!r}")
 
 
@@ -215,6 +217,9 @@ CLIP_STAND_INS = {("qwen_3_4b.safetensors", "flux2"): "TinyKleinClipLoader",
                   ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image"): "TinyQwenImageClipLoader",
                   ("qwen_3_4b.safetensors", "lumina2"): "TinyZImageClipLoader",
                   ("qwen3vl_4b_fp8_scaled.safetensors", "krea2"): "TinyKrea2ClipLoader"}
+
+
+DUAL_CLIP_STAND_INS = {"flux": "TinyFluxClipLoader", "hunyuan_video_15": "TinyHunyuanVideo15ClipLoader"}
 
 
 def _clip_stand_in(inputs):
@@ -226,7 +231,8 @@ def _clip_stand_in(inputs):
 
 def _vae_stand_in(inputs):
     stand_ins = {"ae.safetensors": "TinyVAELoader", "flux2-vae.safetensors": "TinyFlux2VAELoader",
-                 "qwen_image_vae.safetensors": "TinyQwenImageVAELoader"}
+                 "qwen_image_vae.safetensors": "TinyQwenImageVAELoader",
+                 "hunyuanvideo15_vae_fp16.safetensors": "TinyHunyuanVideo15VAELoader"}
     return stand_ins[inputs["vae_name"]], {}
 
 
@@ -249,7 +255,7 @@ def _checkpoint_stand_in(inputs):
 # with a tiny vision tower, so TextEncodeQwenImageEditPlus runs as it is) and qwen_image_vae (8x, 16
 # channels, [B, 16, 1, h, w]). An unknown file name fails the test.
 STAND_INS = {"UNETLoader": _unet_stand_in,
-             "DualCLIPLoader": lambda inputs: ("TinyFluxClipLoader", {"seed": 0}),
+             "DualCLIPLoader": lambda inputs: (DUAL_CLIP_STAND_INS[inputs["type"]], {"seed": 0}),
              "CLIPLoader": _clip_stand_in,
              "VAELoader": _vae_stand_in,
              "CheckpointLoaderSimple": _checkpoint_stand_in}
@@ -266,6 +272,8 @@ def _with_stand_ins(api: dict) -> dict:
             node["class_type"], node["inputs"] = STAND_INS[node["class_type"]](node["inputs"])
         elif node["class_type"] in ("EmptySD3LatentImage", "EmptyFlux2LatentImage", "Flux2Scheduler", "EmptyLatentImage"):
             node["inputs"].update(width=SMALL[0], height=SMALL[1])
+        elif node["class_type"] in ("EmptyHunyuanLatentVideo", "EmptyHunyuanVideo15Latent"):
+            node["inputs"].update(width=SMALL[0], height=SMALL[1], length=9)  # 3 latent frames
         elif node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
         elif node["class_type"] == "ImageScaleToTotalPixels":
@@ -342,7 +350,7 @@ def test_shipped_workflow_changes_only_the_masked_part(server, path):
     (composite_id,) = [n for n, node in api.items() if node["class_type"] == "ImageCompositeMasked"]
     composite = dict(api[composite_id]["inputs"])
     for node in api.values():
-        if node["class_type"] == "ConceptSaliency":
+        if node["class_type"] in ("ConceptSaliency", "ConceptMask"):
             node["inputs"].update(mask_mode="otsu", refine="none")
         elif node["class_type"] == "GrowMask":
             node["inputs"]["expand"] = 2
@@ -440,3 +448,18 @@ def test_qwen_image_edit_reference_photo_gets_masks_at_the_references_size(serve
     assert _image_sizes(server, entry, "preview_ref_mask") == [expected]
     [text] = entry["outputs"]["ref_saliency"]["text"]
     assert text.startswith("maps captured while sampling") and text.endswith("of reference image 1")
+
+
+def test_hunyuan_video_workflow_masks_and_recolours_every_frame(server):
+    """The HunyuanVideo 1.5 workflow on 9 frames (3 latent frames): Concept Mask gives 9 masks, one per
+    frame, at the frames' size, and the recoloured frames (9) reach CreateVideo / SaveVideo."""
+    import json
+    path = ROOT_WORKFLOWS / "api" / "hunyuan_video15_generate_mask_recolour.json"
+    _skip_without_flux2(path)
+    api = _with_stand_ins(json.loads(path.read_text()))
+    api["test_masks"] = {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}}
+    api["test_frames"] = {"class_type": "PreviewImage", "inputs": {"images": ["18", 0]}}
+    entry = server.run(api)
+    for node in ("test_masks", "test_frames"):
+        assert _image_sizes(server, entry, node) == [SMALL] * 9, node
+    assert entry["outputs"]["20"]["images"], "SaveVideo wrote no video"

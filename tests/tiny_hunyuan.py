@@ -57,3 +57,13 @@ def random_hunyuan_conditioning(variant="1.0", batch=1, tokens=6, seed=0):
     generator = torch.Generator().manual_seed(seed)
     pooled = torch.randn(batch, POOLED_DIM, generator=generator) if variant == "1.0" else None
     return [[torch.randn(batch, tokens, TEXT_DIM, generator=generator), {"pooled_output": pooled}]]
+
+
+def tiny_hunyuan15_clip(seed=0):
+    """A real comfy.sd.CLIP for HunyuanVideo 1.5: ComfyUI's HunyuanVideo15Tokenizer (its video prompt
+    template) and HunyuanImage text-encoder class (the Qwen-Image encoder's template cropping) around
+    tiny_qwen's tiny Qwen2.5-VL (width TEXT_DIM, 4 layers: the encoder reads the third-to-last); no byT5 (glyph text is not needed for maps)."""
+    import comfy.text_encoders.hunyuan_image as hunyuan_image
+    import comfy.text_encoders.hunyuan_video as hunyuan_video
+    from tiny_qwen import tiny_qwen_clip
+    return tiny_qwen_clip(seed, hunyuan_image.te(byt5=False), hunyuan_video.HunyuanVideo15Tokenizer, layers=4)

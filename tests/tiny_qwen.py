@@ -68,11 +68,12 @@ def capture_blocks(model_patcher, attribute="transformer_blocks") -> list[dict]:
     return records
 
 
-def tiny_qwen_clip(seed=0):
+def tiny_qwen_clip(seed=0, text_encoder=None, tokenizer=None, layers=2):
     """A real comfy.sd.CLIP for Qwen-Image: ComfyUI's QwenImageTokenizer (its prompt template, the
     Qwen2.5 BPE files shipped with ComfyUI) and its Qwen-Image text-encoder class, with a tiny random
     Qwen2.5-VL language model (2 layers, width TEXT_DIM). Its vision tower (1280 wide, unused for
-    text) is replaced by an empty module while the encoder is built."""
+    text) is replaced by an empty module while the encoder is built. text_encoder / tokenizer: another
+    family's classes around the same Qwen2.5-VL (HunyuanVideo 1.5's), with `layers` layers."""
     import types
     from unittest import mock
 
@@ -84,8 +85,9 @@ def tiny_qwen_clip(seed=0):
         def __init__(self, *args, **kwargs):
             super().__init__()
 
-    target = types.SimpleNamespace(clip=qwen_te.te(), tokenizer=qwen_te.QwenImageTokenizer, params={})
-    config = {"hidden_size": TEXT_DIM, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+    target = types.SimpleNamespace(clip=text_encoder or qwen_te.te(), tokenizer=tokenizer or qwen_te.QwenImageTokenizer,
+                                   params={})
+    config = {"hidden_size": TEXT_DIM, "intermediate_size": 64, "num_hidden_layers": layers, "num_attention_heads": 2,
               "num_key_value_heads": 1}
     with mock.patch.object(qwen_vl, "Qwen2VLVisionTransformer", NoVision):
         clip = comfy.sd.CLIP(target=target, model_options={"dtype": torch.float32, "qwen25_7b_model_config": config})

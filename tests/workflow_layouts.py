@@ -73,6 +73,17 @@ MODEL_SOURCES = {
     "qwen3vl_4b_fp8_scaled.safetensors": {
         "url": "https://huggingface.co/Comfy-Org/Krea-2/resolve/main/text_encoders/qwen3vl_4b_fp8_scaled.safetensors",
         "directory": "text_encoders"},
+    # HunyuanVideo 1.5 720p text-to-video: the files of ComfyUI's template video_hunyuan_video_1.5_720p_t2v.json,
+    # in Comfy-Org/HunyuanVideo_1.5_repackaged (its qwen_2.5_vl_7b_fp8_scaled is Qwen-Image's file, above).
+    "hunyuanvideo1.5_720p_t2v_fp16.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/diffusion_models/hunyuanvideo1.5_720p_t2v_fp16.safetensors",
+        "directory": "diffusion_models"},
+    "byt5_small_glyphxl_fp16.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/text_encoders/byt5_small_glyphxl_fp16.safetensors",
+        "directory": "text_encoders"},
+    "hunyuanvideo15_vae_fp16.safetensors": {
+        "url": "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/vae/hunyuanvideo15_vae_fp16.safetensors",
+        "directory": "vae"},
 }
 MODEL_LOADERS = {"UNETLoader": ["unet_name"], "DualCLIPLoader": ["clip_name1", "clip_name2"], "CLIPLoader": ["clip_name"],
                  "VAELoader": ["vae_name"], "CheckpointLoaderSimple": ["ckpt_name"]}
@@ -95,6 +106,9 @@ SIZES = {
     "ModelSamplingAuraFlow": [300, 62], "CFGNorm": [300, 114], "TextEncodeQwenImageEditPlus": [400, 220],
     "EmptyLatentImage": [300, 118], "EmptyImage": [300, 146], "ImageBlend": [300, 110],
 }
+# the video workflow's nodes
+SIZES.update({"ModelSamplingSD3": [300, 62], "EmptyHunyuanVideo15Latent": [300, 146], "ConceptMask": [320, 490],
+              "CreateVideo": [300, 110], "SaveVideo": [420, 460]})
 NOTE_SIZE = [420, 330]
 
 LOADERS = {"title": "1. Load models", "columns": [["1", "2", "3"]]}
@@ -315,6 +329,29 @@ What to change:
     },
 }
 
+LAYOUTS["hunyuan_video15_generate_mask_recolour"] = {
+    "needs_hunyuan15": True,  # ComfyUI 0.29's HunyuanVideo 1.5; the tests skip it on 0.3.64
+    "stages": [
+        [note("""
+HunyuanVideo 1.5: generate a video, mask one of its concepts in every frame from the maps recorded while sampling, and recolour that part frame by frame. Loaders, shift (ModelSamplingSD3 7), size and sampler are those of ComfyUI's HunyuanVideo 1.5 720p text-to-video template (its SamplerCustomAdvanced as a KSampler: 20 steps, cfg 6, euler, simple; 1280x720, 121 frames).
+
+What to change:
+- 2: the prompt, and Concept Attention's concepts: name what will be in the video (the subject, grass, trees, ... and background). The size and length: Empty HunyuanVideo 1.5 Latent (length 4n + 1).
+- 3: Concept Mask's concept: the one to recolour (several, comma-separated: their union; invert: everything else). It gives one mask per frame, made a few frames at a time.
+- 4: GrowMask expand and ImageBlur blur_radius / sigma (how soft the edge of the new colour is).
+- 5: the colour (Empty Image's color), Image Blend's blend_mode (soft_light keeps the shading) and blend_factor.
+"""), {"title": "1. Load models", "columns": [["1", "2", "3"], ["4"]]}],
+        [{"title": "2. Generate (concepts recorded while sampling)", "columns": [["5", "6", "7"], ["8", "9", "10"]]}],
+        [{"title": "3. Mask by concept, every frame", "columns": [["11"]]}],
+        [{"title": "4. Grow and feather the masks", "columns": [["12", "13", "14", "15"]]}],
+        [{"title": "5. Recolour the masked part", "columns": [["16", "17", "18"], ["19", "20"]]}],
+    ],
+    "titles": {"4": "Shift (ModelSamplingSD3)", "6": "Prompt", "7": "Negative prompt",
+               "11": "Concept Mask (one per frame)", "13": "Feather: mask to image", "14": "Feather: blur",
+               "15": "Feather: back to mask", "16": "The new colour", "17": "Tint the frames",
+               "18": "Paste the tinted part", "19": "Frames to video (24 fps)"},
+}
+
 
 def missing_in_this_comfyui(stem: str) -> str | None:
     """Why a shipped workflow cannot run on this ComfyUI (its model classes or nodes are missing:
@@ -324,6 +361,10 @@ def missing_in_this_comfyui(stem: str) -> str | None:
         from tiny_flux import FAMILIES_SKIP_REASON, families_supported
         if not families_supported():
             return FAMILIES_SKIP_REASON
+    if layout.get("needs_hunyuan15"):
+        import comfy.supported_models
+        if not hasattr(comfy.supported_models, "HunyuanVideo15"):
+            return "ComfyUI 0.3.64 has no HunyuanVideo 1.5 class; tested on 0.29"
     if layout.get("needs_single_stream"):
         from tiny_single_stream import VERSION_SKIP_REASON, single_stream_supported
         if not single_stream_supported():

@@ -17,6 +17,7 @@ from tiny_sd3 import VARIANTS as SD3_VARIANTS, build_sd3, tiny_sd3_clip  # noqa:
 from tiny_qwen import build_qwen_image  # noqa: E402
 from tiny_qwen_vision import tiny_qwen_vl_clip  # noqa: E402
 from tiny_single_stream import CLIP_WIDTH, build_krea2, tiny_krea2_clip, tiny_z_image_clip  # noqa: E402
+from tiny_hunyuan import build_hunyuan, tiny_hunyuan15_clip  # noqa: E402
 
 
 SEED = ("INT", {"default": 0})
@@ -91,6 +92,29 @@ class TinyQwenImageVAE(TinyVAE):
         return super().decode(latent[:, :, 0] if latent.ndim == 5 else latent)
 
 
+class TinyHunyuanVideo15VAE(TinyVAE):
+    """Like HunyuanVideo 1.5's VAE (hunyuanvideo15_vae_fp16.safetensors) from the outside: 32 channels
+    at 16x, causal 4x in time: F = 1 + 4(T-1) frames <-> T latent frames (frame 0 alone, then groups
+    of 4, each latent frame the mean of its group). Encode takes frames [F, H, W, 3] -> [1, 32, T, h,
+    w]; decode gives [B, F, H, W, 3] (VAE Decode makes it a batch of frames)."""
+
+    channels = 32
+    downscale_ratio = 16
+    upscale_ratio = 16
+    temporal = 4
+
+    def encode(self, pixels):
+        groups = [pixels[:1]] + [pixels[i:i + self.temporal] for i in range(1, pixels.shape[0], self.temporal)]
+        frames = torch.stack([super(TinyHunyuanVideo15VAE, self).encode(g.mean(0, keepdim=True))[0] for g in groups], 1)
+        return frames[None]
+
+    def decode(self, latent):
+        b, c, t, h, w = latent.shape
+        source = [0] + [k for k in range(1, t) for _ in range(self.temporal)]
+        frames = super().decode(latent[:, :, source].transpose(1, 2).reshape(-1, c, h, w))
+        return frames.reshape(b, len(source), *frames.shape[1:])
+
+
 def _sd3_checkpoint(seed, variant):
     """CheckpointLoaderSimple on an SD3 / SD3.5 checkpoint that has its text encoders and VAE
     (sd3.5_large_fp8_scaled.safetensors has them), tiny and random: a 3-block MMDiT of the variant,
@@ -129,4 +153,9 @@ NODE_CLASS_MAPPINGS = {
     "TinyKrea2Loader": _loader("MODEL", lambda seed: build_krea2(seed=seed, txt_dim=CLIP_WIDTH, txt_layers=12),
                                seed=SEED),
     "TinyKrea2ClipLoader": _loader("CLIP", tiny_krea2_clip, seed=SEED),
+    # HunyuanVideo 1.5 (a tiny one, 32-channel latents and 33 concatenated channels) with ComfyUI's 1.5
+    # text encoder around a tiny Qwen2.5-VL (no byT5) and the 16x, 4x-in-time VAE stand-in.
+    "TinyHunyuanVideo15Loader": _loader("MODEL", lambda seed: build_hunyuan(seed=seed, variant="1.5"), seed=SEED),
+    "TinyHunyuanVideo15ClipLoader": _loader("CLIP", tiny_hunyuan15_clip, seed=SEED),
+    "TinyHunyuanVideo15VAELoader": _loader("VAE", TinyHunyuanVideo15VAE),
 }
