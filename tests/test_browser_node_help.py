@@ -23,6 +23,7 @@ PAGES = {
     "ConceptAttentionFlux": ("Concept Attention", []),
     "ConceptSaliency": ("Concept Saliency", ["node_ui_hover.png"]),
     "ConceptBlockMaps": ("Concept Block Maps", []),
+    "ConceptMask": ("Concept Mask", []),
 }
 
 # The node alone on the canvas at zoom 1, its top-left 300 x 250 px into the canvas (clear of the
