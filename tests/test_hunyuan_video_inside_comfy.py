@@ -219,3 +219,27 @@ def test_concept_mask_equals_concept_saliencys_mask_a_few_frames_at_a_time(api, 
     framewise = concept_nodes.ConceptMask.execute(patched, latent, **inputs).args[0]
     torch.testing.assert_close(whole, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(framewise, expected, rtol=0, atol=1e-6)
+
+
+def test_hunyuan15_concepts_are_the_mean_of_their_own_rows_inside_the_video_template():
+    """Ground truth without the pack: ComfyUI's HunyuanVideo 1.5 encoder output starts after the
+    template's '<|im_start|>user\\n'; the concept's tokens run from there to the next <|im_end|>."""
+    import comfy.supported_models
+    if not hasattr(comfy.supported_models, "HunyuanVideo15"):
+        pytest.skip(HUNYUAN_15_SKIP)
+    from tiny_hunyuan import tiny_hunyuan15_clip
+
+    from concept_attention_pack.nodes.families import HunyuanVideo
+    from concept_attention_pack.nodes.text_encoding import encode_concepts
+    clip = tiny_hunyuan15_clip(0)
+    for text in ("dog", "skyscraper window"):
+        tokens = clip.tokenize(text)
+        ids = [int(t[0]) for t in tokens["qwen25_7b"][0]]
+        first = [i for i, token in enumerate(ids) if token == 151644][1] + 3  # after "<|im_start|>user\n"
+        end = ids.index(151645, first)
+        assert clip.tokenizer.qwen25_7b.tokenizer.decode(ids[first:end]) == text
+        out = clip.encode_from_tokens(tokens)[0]
+        assert out.shape[0] == len(ids) - first  # the encoder drops the template's system part
+        keys, first_row, whole = HunyuanVideo().concept_text(clip)
+        (got,) = encode_concepts(clip, [text], keys, "", first_row, whole)
+        torch.testing.assert_close(got, out[: end - first].float().mean(0))
