@@ -418,11 +418,13 @@ def test_after_a_page_reload_the_node_shows_its_last_preview_again(server, brows
         assert not page.page.is_visible(".ca-hint")
         ran = server.get(f"/history/{prompt_id}")[prompt_id]["outputs"][SALIENCY]["concept_saliency"][0]
         page.page.wait_for_timeout(1500)  # the frontend stores the open workflow
+        before = len(page.messages)
         page.page.reload()
         page.page.wait_for_function(READY, timeout=120_000)
+        # what the frontend logs while it starts is not this pack's (as in Page): READY probes
+        # app.graph before the app has one; frontend 1.27 sets a setting before registering it
+        del page.messages[before:]
         page.wait_preview()
-        # READY probes app.graph before the app has one, which logs an error (as in Page)
-        page.messages[:] = [m for m in page.messages if "graph accessed before initialization" not in m[1]]
         assert page.payload() == ran
         assert not page.page.is_visible(".ca-hint")
         errors = page.errors()
