@@ -1,12 +1,16 @@
-"""Cost of ConceptAttention on a Flux.1, Flux.2, SD3.5 Large or Qwen-Image with the real block width, inside
-real ComfyUI.
+"""Cost of ConceptAttention on a Flux.1, Flux.2, SD3.5 Large, Qwen-Image, Z-Image or Krea 2 with the real block
+width, inside real ComfyUI.
 
 The model is a Flux.1 dev with the real block width (hidden 3072, 24 heads, MLP ratio 4, text
 context 4096, pooled 768), a Flux.2 (Klein 4B, dev), an SD3.5 Large (ComfyUI's MMDiT: hidden
 2432 = 64 x 38, 38 heads of 64, text context 4096, pooled 2048, RMS QK-norm) or a Qwen-Image
 (ComfyUI's QwenImageTransformer2DModel: hidden 3072 = 24 heads of 128, text width 3584 from
 Qwen2.5-VL 7B, 60 dual-stream blocks, optionally with reference latents as the edit models take
-them), random weights and a chosen number of blocks. In one process, and interleaved (each round
+them), a Z-Image (ComfyUI's NextDiT as model_detection derives it from Z-Image Turbo: dim 3840 = 30
+heads of 128, no GQA, 30 single-stream layers, caption width 2560 from Qwen3 4B) or a Krea 2 (ComfyUI's
+krea2.SingleStreamDiT: 6144 = 48 heads of 128, 12 KV heads, 28 single-stream blocks, context 12 x 2560
+from 12 tapped Qwen3-VL 4B layers through its text fusion transformer), random weights and a chosen
+number of blocks. In one process, and interleaved (each round
 runs the plain model, then every patched configuration; medians over --repeats rounds), it measures:
 
 - sampling wall time and peak extra memory, plain vs patched, per image size, number of
@@ -28,6 +32,10 @@ Prints markdown tables and writes benchmarks/results/<name>.json.
     python benchmarks/bench_overhead.py --preset qwen-image-cpu                # Qwen-Image width, 2 of its 60 blocks
     python benchmarks/bench_overhead.py --preset qwen-image-cpu --references 1 # an edit model: one reference image
     python benchmarks/bench_overhead.py --preset qwen-image-gpu                # 60 blocks, bf16, CUDA
+    python benchmarks/bench_overhead.py --preset z-image-cpu                   # Z-Image width, 2 of its 30 layers
+    python benchmarks/bench_overhead.py --preset z-image-gpu                   # 30 layers, bf16, CUDA
+    python benchmarks/bench_overhead.py --preset krea2-cpu                     # Krea 2 width, 2 of its 28 blocks
+    python benchmarks/bench_overhead.py --preset krea2-gpu                     # 28 blocks, bf16, CUDA
 
 SD3 (ComfyUI's MMDiT) derives its width from its depth (hidden = 64 x depth, heads = depth); the
 model is built with depth 38 for the width and num_blocks = --depth joint blocks. --hidden (a
@@ -40,6 +48,19 @@ what the Qwen2.5-VL encoder gives after ComfyUI drops the template's system part
 size to the conditioning ("reference_latents", as the edit models' TextEncodeQwenImageEdit gives
 them): each adds as many image tokens to the joint sequence as the generated image has (the concept
 stream attends to the generated image's tokens only).
+
+Z-Image and Krea 2 are single-stream: caption and image tokens are one sequence through layers whose
+weights they share; --depth picks how many (Z-Image 30, Krea 2 28) and --single does not apply. No
+replace patch reaches their layers: the pack does a layer's concept work inside that layer's attention
+call (ConceptForward.attention_override), which is what is timed as the concept stream. Z-Image also
+runs its 2 context-refiner layers (caption only; the concepts go through them too, once per model
+call) and 2 noise-refiner layers (image only) at every depth. Its prompt is Qwen3 4B rows, unpadded
+(default --text-tokens 64); the model pads the caption, and the image tokens, to a multiple of 32 with
+its pad tokens. Krea 2's prompt is [1, L, 12 x 2560] (default L = 64, unpadded), fused per token by its
+text fusion transformer (2560 wide, 20 heads), as the concepts are. Z-Image needs --hidden of at least
+256 (its adaLN input is min(hidden, 256) wide, its timestep embedder gives 256); both need a head dim
+(hidden / heads) that is a multiple of 16 (their RoPE axes); Krea 2 smoke widths take heads / 4 KV
+heads where heads divide by 4 (its 48:12), else 1.
 """
 from __future__ import annotations
 
@@ -61,6 +82,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACK = "concept_attention_pack"
 REFERENCE = "full-attention ref"
+KREA2_TXT_LAYERS = 12  # Krea 2's tapped Qwen3-VL 4B layers (txtlayers), each 2560 wide
 PRESETS = {
     # Double:single blocks 1:2 as in Flux.1 (19:38), so per-block ratios carry over to full depth.
     "cpu": dict(device="cpu", dtype="fp32", depth=2, single=4, sizes="256", steps=1, steps_check="2,8", repeats=5),
@@ -85,12 +107,24 @@ PRESETS = {
                            steps_check="", repeats=3),
     "qwen-image-gpu": dict(family="qwen-image", device="cuda", dtype="bf16", depth=60, single=0, sizes="512,1024",
                            steps=4, steps_check="4,28", repeats=5),
+    # Z-Image Turbo: 30 single-stream layers at full depth (and its 2 + 2 refiner layers at every depth); Krea 2: 28
+    # blocks. On CPU 2 each (every layer is alike: the per-layer ratios carry over).
+    "z-image-cpu": dict(family="z-image", device="cpu", dtype="fp32", depth=2, single=0, sizes="512", steps=1,
+                        steps_check="", repeats=3),
+    "z-image-gpu": dict(family="z-image", device="cuda", dtype="bf16", depth=30, single=0, sizes="512,1024", steps=4,
+                        steps_check="4,28", repeats=5),
+    "krea2-cpu": dict(family="krea2", device="cpu", dtype="fp32", depth=2, single=0, sizes="512", steps=1,
+                      steps_check="", repeats=3),
+    "krea2-gpu": dict(family="krea2", device="cuda", dtype="bf16", depth=28, single=0, sizes="512,1024", steps=4,
+                      steps_check="4,28", repeats=5),
 }
 # Real widths per family: architecture, hidden size, heads (head dim 128; SD3: 64), text width (the encoder's
 # hidden states; Flux.2 stacks three layers; SD3: CLIP-L/G zero-padded to T5's 4096, then T5; Qwen-Image:
 # Qwen2.5-VL 7B), pooled vector, latent channels, pixels per latent pixel and latent pixels per token side,
 # guidance input, MLP ratio, the default block selections (each family's default, then all) and the default
-# --text-tokens (T5's padding for Flux and SD3; Qwen-Image's encoder does not pad: a short prompt).
+# --text-tokens (T5's padding for Flux and SD3; the Qwen encoders of Qwen-Image, Z-Image and Krea 2 do not pad: a
+# short prompt). Single-stream families: mlp is the feed-forward's multiplier as the model takes it (Z-Image's
+# ffn_dim_multiplier, Krea 2's SwiGLU multiplier); see _ffn.
 FAMILIES = {
     "flux1": dict(label="Flux.1 dev", arch="flux1", hidden=3072, heads=24, text=4096, pooled=768, channels=16,
                   scale=8, patch=2, guidance=True, mlp=4.0, blocks="last 4;all", text_tokens=256),
@@ -106,28 +140,50 @@ FAMILIES = {
     # last round(60 * 4 / 19) = 13 blocks.
     "qwen-image": dict(label="Qwen-Image", arch="qwen", hidden=3072, heads=24, text=3584, pooled=None, channels=16,
                        scale=8, patch=2, guidance=False, mlp=4.0, blocks="last 13;all", text_tokens=64),
+    # NextDiT (Z-Image Turbo): single-stream layers with SwiGLU feed-forward 8/3 (10240 at 3840), RMS QK-norm, z_image
+    # modulation (adaLN from a 256-wide timestep vector, tanh gates), captions and image padded to multiples of 32;
+    # the pack's default is the last quarter (30 -> last 8).
+    "z-image": dict(label="Z-Image Turbo", arch="lumina", hidden=3840, heads=30, text=2560, pooled=None, channels=16,
+                    scale=8, patch=2, guidance=False, mlp=8.0 / 3.0, blocks="last 8;all", text_tokens=64),
+    # SingleStreamDiT (Krea 2): GQA 48:12, a sigmoid gate on the attention output, SwiGLU multiplier 4 (16384 at 6144),
+    # modulation by addition only; context 12 tapped layers x 2560; 5-D latents [B, 16, 1, h, w]; sigma as the
+    # timestep (ModelType FLUX). The pack's default is the last quarter (28 -> last 7).
+    "krea2": dict(label="Krea 2", arch="krea2", hidden=6144, heads=48, kv_heads=12, text=KREA2_TXT_LAYERS * 2560,
+                  txt_dim=2560, txt_layers=KREA2_TXT_LAYERS, txt_heads=20, pooled=None, channels=16, scale=8, patch=2,
+                  guidance=False, mlp=4.0, blocks="last 7;all", text_tokens=64),
 }
+SINGLE_STREAM = ("lumina", "krea2")  # archs whose --depth layers are single-stream (no --single)
+FIVE_D = ("qwen", "krea2")  # archs whose latents are [B, 16, 1, h, w] (one frame)
 QWEN_AXES_DIMS_ROPE = (16, 56, 56)  # Qwen-Image's RoPE axes at head dim 128
+Z_IMAGE_PAD = 32  # Z-Image's pad_tokens_multiple: caption and image tokens padded to a multiple of it
+Z_IMAGE_ADALN = 256  # Z-Image's adaLN input width (min(dim, 256); its timestep embedder gives 256)
+Z_IMAGE_REFINERS = 2  # NextDiT's n_refiner_layers: context refiner (caption) and noise refiner (image) layers each
+Z_IMAGE_MULTIPLE_OF = 256  # NextDiT's multiple_of default (model_detection does not set it): 10240 at 3840
 SD3_CLIP_TOKENS, SD3_CLIP_WIDTH = 77, 2048  # the CLIP-L/G rows at the start of SD3's prompt, and their width
 SD3_POS_EMBED_MAX = 192  # SD3.5 Large's pos_embed grid (up to 192 x 192 tokens: 3072 px)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The concept stream's functions (nodes/concept_stream.py), timed in every module of the pack that calls them
-# (patching.py: the attention and scores; families/flux1.py: Flux's text side and undo_rope; families/qwen_image.py:
-# undo_rope of the cross-attention variant's image queries).
+# (patching.py: the attention and scores; families/flux1.py: Flux's text side and undo_rope; families/qwen_image.py and
+# families/z_image.py: apply_rope of the concepts' own position, inside their text side's project, and undo_rope of the
+# cross-attention variant's image queries; families/krea2.py: undo_rope). A piece called inside another timed piece
+# is counted once, under its own name (see stream_timer).
 STREAM_PIECES = ("concept_qkv", "concept_attention", "concept_update", "output_space_scores",
-                 "cross_attention_scores", "normalize_over_concepts", "undo_rope")
+                 "cross_attention_scores", "normalize_over_concepts", "undo_rope", "apply_rope")
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="cpu", help="defaults for the options below")
     parser.add_argument("--family", choices=FAMILIES,
-                        help="model family (default flux1; the klein/flux2-dev/sd35-large/qwen-image presets set it)")
+                        help="model family (default flux1; the klein/flux2-dev/sd35-large/qwen-image/z-image/krea2 "
+                             "presets set it)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument("--dtype", choices=DTYPES)
     parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19); SD3: joint blocks (SD3.5 Large: 38); "
-                                                   "Qwen-Image: dual-stream blocks (60)")
-    parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38); SD3 and Qwen-Image have none: 0")
+                                                   "Qwen-Image: dual-stream blocks (60); Z-Image: single-stream "
+                                                   "layers (30); Krea 2: single-stream blocks (28)")
+    parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38); SD3 and Qwen-Image have none: 0; "
+                                                    "Z-Image and Krea 2: does not apply (their layers are --depth)")
     parser.add_argument("--sizes", help="image sizes in pixels, comma-separated (square)")
     parser.add_argument("--steps", type=int, help="sampling steps of the timed runs")
     parser.add_argument("--steps-check", help="two step counts whose peak memory is compared")
@@ -135,21 +191,25 @@ def parse_args():
     parser.add_argument("--concepts", default="1,8,32", help="concept counts C")
     parser.add_argument("--blocks", help="';'-separated block selections (default: 'last 4;all'; SD3.5 Large: "
                                          "'last 8;all', the pack's default for 38 joint blocks; Qwen-Image: "
-                                         "'last 13;all', the pack's default for 60 blocks)")
+                                         "'last 13;all', the pack's default for 60 blocks; Z-Image: 'last 8;all' "
+                                         "of 30 layers; Krea 2: 'last 7;all' of 28 blocks)")
     parser.add_argument("--focus", type=int, default=8,
                         help="C of the full-attention reference, the encode path and the steps check")
     parser.add_argument("--text-tokens", type=int,
                         help="T5 prompt tokens (default 256: ComfyUI pads Flux's T5 prompt to at least 256; Flux.2 "
                              "pads the prompt to 512). SD3: the T5 tokens after its 77 CLIP-L/G rows (77 + 256 = 333; "
                              "ComfyUI pads SD3's T5 part to at least 77). Qwen-Image: the Qwen2.5-VL rows the model "
-                             "gets (default 64; not padded: a short prompt and the template's closing tokens)")
+                             "gets (default 64; not padded: a short prompt and the template's closing tokens). "
+                             "Z-Image: Qwen3 4B rows (default 64, unpadded; the model pads them to a multiple of 32). "
+                             "Krea 2: rows of 12 x 2560 (its 12 tapped Qwen3-VL layers; default 64, unpadded)")
     parser.add_argument("--references", type=int, default=0,
                         help="Qwen-Image only: reference latents of the generated image's size in the conditioning "
                              "(edit models): each adds the generated image's token count to the joint sequence")
     parser.add_argument("--hidden", type=int,
                         help="block width (default: the family's); change only for smoke tests. SD3: a multiple "
                              "of 64; the MMDiT is then built with depth hidden/64 for the width (heads = hidden/64)")
-    parser.add_argument("--heads", type=int, help="attention heads (default: the family's; SD3: hidden/64)")
+    parser.add_argument("--heads", type=int, help="attention heads (default: the family's; SD3: hidden/64; at another "
+                                                   "--hidden, Qwen-Image, Z-Image and Krea 2: hidden/128)")
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", "/opt/ComfyUI"))
     parser.add_argument("--name", help="results file name (default from the settings)")
     args = parser.parse_args()
@@ -178,6 +238,26 @@ def parse_args():
         if args.hidden % args.heads or (args.hidden // args.heads) % 16:
             parser.error(f"--hidden {args.hidden} --heads {args.heads}: Qwen-Image's head dim (hidden / heads) must "
                          "be a whole multiple of 16 (its RoPE splits it over three axes)")
+    if spec["arch"] in SINGLE_STREAM:  # single-stream layers only, heads of 128 unless --heads says otherwise
+        label, kind = spec["label"], "layers" if spec["arch"] == "lumina" else "blocks"
+        if single_given:
+            parser.error(f"--single {args.single}: {label} has single-stream {kind} only, and --depth picks how many "
+                         f"(use --single 0)")
+        args.single = 0
+        if spec["arch"] == "lumina" and args.hidden < Z_IMAGE_ADALN:
+            parser.error(f"--hidden {args.hidden}: Z-Image's width must be at least {Z_IMAGE_ADALN} (its adaLN input "
+                         f"is min(hidden, {Z_IMAGE_ADALN}) wide and its timestep embedder gives {Z_IMAGE_ADALN})")
+        if args.heads is None:
+            args.heads = spec["heads"] if args.hidden == spec["hidden"] else max(1, args.hidden // 128)
+        if args.hidden % args.heads or (args.hidden // args.heads) % 16:
+            parser.error(f"--hidden {args.hidden} --heads {args.heads}: {label}'s head dim (hidden / heads) must be a "
+                         "whole multiple of 16 (its RoPE splits it over three axes)")
+    # Krea 2's KV heads: its 48:12 where the heads allow it (a smoke width's 2 heads: 1 KV head)
+    if spec["arch"] == "krea2":
+        ratio = spec["heads"] // spec["kv_heads"]
+        args.kv_heads = args.heads // ratio if args.heads % ratio == 0 else 1
+    else:
+        args.kv_heads = None
     if args.references < 0 or (args.references and spec["arch"] != "qwen"):
         parser.error(f"--references {args.references}: only for Qwen-Image (--family qwen-image), 0 or more")
     args.heads = args.heads or (args.hidden // 64 if spec["arch"] == "sd3" else spec["heads"])
@@ -188,7 +268,7 @@ def parse_args():
     args.concepts = [int(c) for c in args.concepts.split(",")]
     args.steps_check = [int(s) for s in args.steps_check.split(",")] if args.steps_check else []
     args.blocks = [b.strip() for b in args.blocks.split(";")]
-    blocks = f"d{args.depth}" if spec["arch"] in ("sd3", "qwen") else f"d{args.depth}s{args.single}"
+    blocks = f"d{args.depth}" if spec["arch"] in ("sd3", "qwen", *SINGLE_STREAM) else f"d{args.depth}s{args.single}"
     width = f"-w{args.hidden}" if hidden_given else ""  # a smoke test's file never takes the real width's name
     references = f"-ref{args.references}" if args.references else ""  # an edit configuration: its own results
     args.name = args.name or (f"{args.family}-{args.device}-{args.dtype}-{blocks}{width}{references}-"
@@ -211,13 +291,16 @@ def build_model(args):
     """A ModelPatcher around a model of the family's real width with random weights (std 0.02, norm and
     QK-norm scales 1; SD3's pos_embed buffer, allocated empty, std 0.02 too), initialised in place so that
     only one copy of the weights exists. A linear layer named after a norm (Qwen-Image's norm_out.linear,
-    the final modulation) is a weight like the others."""
+    the final modulation) is a weight like the others. Z-Image and Krea 2: a norm is found by its module
+    (Z-Image's cap_embedder.0 is an RMSNorm without "norm" in its name); Krea 2's RMSNorm stores its
+    scale zero-centred (weight 1 + scale), so it stays at std 0.02 around 0."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
     from tiny_flux import flux2_config, flux_config
     from tiny_qwen import qwen_config
     from tiny_sd3 import sd3_config
+    from tiny_single_stream import krea2_config, z_image_config
 
     arch = FAMILIES[args.family]["arch"]
     if arch == "flux1":
@@ -239,6 +322,23 @@ def build_model(args):
         if head_dim == 128:
             config["axes_dims_rope"] = QWEN_AXES_DIMS_ROPE
         model_config = comfy.supported_models.QwenImage(config)
+    elif arch == "lumina":
+        # ComfyUI's NextDiT as model_detection derives it from a Z-Image checkpoint (its lumina2 branch, dim 3840):
+        # n_kv_heads = n_heads, axes [32, 48, 48] at head dim 128 (scaled with it), rope_theta 256, ffn 8/3,
+        # z_image_modulation, time_scale 1000, pad_tokens_multiple 32; NextDiT's own multiple_of (256)
+        head_dim = args.hidden // args.heads
+        config = z_image_config(layers=args.depth, text=args.text_dim)
+        config.update(dim=args.hidden, n_heads=args.heads, n_kv_heads=args.heads, multiple_of=Z_IMAGE_MULTIPLE_OF,
+                      axes_dims=[head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8])
+        model_config = comfy.supported_models.ZImage(config)
+    elif arch == "krea2":
+        # ComfyUI's SingleStreamDiT as model_detection derives it from a Krea 2 checkpoint (features, heads and KV
+        # heads of 128, layers, txtlayers, txtdim); txtheads / txtkvheads are the class defaults (20 / 20)
+        spec = FAMILIES[args.family]
+        config = krea2_config(layers=args.depth, txt_dim=spec["txt_dim"], txt_layers=spec["txt_layers"])
+        config.update(features=args.hidden, heads=args.heads, kvheads=args.kv_heads, txtheads=spec["txt_heads"],
+                      txtkvheads=spec["txt_heads"])
+        model_config = comfy.supported_models.Krea2(config)
     else:
         config = flux2_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
                               context=args.text_dim, guidance=FAMILIES[args.family]["guidance"])
@@ -246,12 +346,18 @@ def build_model(args):
     model_config.set_inference_dtype(DTYPES[args.dtype], None)
     model = model_config.get_model({})
     generator = torch.Generator().manual_seed(0)
-    linear = {name for name, module in model.diffusion_model.named_modules() if isinstance(module, torch.nn.Linear)}
+    modules = dict(model.diffusion_model.named_modules())
+    linear = {name for name, module in modules.items() if isinstance(module, torch.nn.Linear)}
     with torch.no_grad():
         for name, param in model.diffusion_model.named_parameters():
             param.normal_(0.0, 0.02, generator=generator)
-            # SD3's QK RMS norms are attn.ln_q / attn.ln_k; Qwen-Image's norm_out.linear is a linear layer
-            if ("norm" in name or ".ln_" in name) and name.rpartition(".")[0] not in linear:
+            owner = name.rpartition(".")[0]
+            if arch in SINGLE_STREAM:
+                module = modules[owner]
+                is_norm = "Norm" in type(module).__name__ and type(module).__module__ != "comfy.ldm.krea2.model"
+            else:  # SD3's QK RMS norms are attn.ln_q / attn.ln_k; Qwen-Image's norm_out.linear is a linear layer
+                is_norm = ("norm" in name or ".ln_" in name) and owner not in linear
+            if is_norm:
                 param.add_(1.0)
         pos_embed = getattr(model.diffusion_model, "pos_embed", None)
         if torch.is_tensor(pos_embed):
@@ -288,18 +394,25 @@ def stream_targets() -> list[tuple[object, str, str]]:
 
     - each STREAM_PIECES function in every module of the pack that imports it (patching.py: the
       attention and the scores; families/flux1.py: Flux's concept_qkv, concept_update and undo_rope;
-      families/qwen_image.py: undo_rope);
+      families/qwen_image.py and families/z_image.py: apply_rope and undo_rope; families/krea2.py:
+      undo_rope);
     - each family's text side: Family.text_side (Flux.1 computes the concepts' text-side modulation
-      there, Qwen-Image its txt_mod), SD3's ContextSide.project / update (its context half's
-      pre_attention / post_attention: modulation, qkv and QK-norm / proj and MLP) and Qwen-Image's
-      QwenTextSide.project / update (txt_norm1, modulation, add_q/k/v with norm_added_q/k and RoPE /
-      to_add_out, txt_norm2, modulation and txt_mlp);
-    - the per-call set-up (ConceptForward.__init__) and the accumulation (ConceptCapture.add).
+      there, Qwen-Image its txt_mod, Z-Image its layer's adaLN_modulation of the caption's adaln input,
+      Krea 2 its block's mod of the text tokens' vector), SD3's ContextSide.project / update (its
+      context half's pre_attention / post_attention: modulation, qkv and QK-norm / proj and MLP),
+      Qwen-Image's QwenTextSide.project / update (txt_norm1, modulation, add_q/k/v with norm_added_q/k
+      and RoPE / to_add_out, txt_norm2, modulation and txt_mlp), Z-Image's NextDiTTextSide.project /
+      update (attention_norm1, qkv, q/k_norm and RoPE at a one-token caption's position / out,
+      attention_norm2, ffn_norm1, feed_forward, ffn_norm2) and Krea 2's Krea2TextSide.project / update
+      (prenorm, wq/wk/wv with qknorm, the gate / its sigmoid, wo, postnorm and the SwiGLU mlp);
+    - the per-call set-up (ConceptForward.__init__: with the concepts' text projection, Z-Image's
+      cap_embedder and context refiner, Krea 2's text fusion transformer and txtmlp) and the
+      accumulation (ConceptCapture.add).
 
     A STREAM_PIECES function that no module imports (it was renamed or moved) is an error: the table
     would silently lose it."""
     from concept_attention_pack.nodes import concept_stream, families, patching
-    from concept_attention_pack.nodes.families import base, qwen_image, sd3
+    from concept_attention_pack.nodes.families import base, krea2, qwen_image, sd3, z_image
 
     modules = [module for key, module in sorted(sys.modules.items())
                if key.startswith(f"{PACK}.nodes.") and module is not None and module is not concept_stream]
@@ -313,8 +426,8 @@ def stream_targets() -> list[tuple[object, str, str]]:
     owners = {cls for family in families.FAMILIES for cls in type(family).__mro__
               if "text_side" in vars(cls) and cls is not base.Family}
     targets += [(cls, "text_side", "Family.text_side") for cls in sorted(owners, key=lambda c: c.__name__)]
-    targets += [(side, name, f"{side.__name__}.{name}") for side in (sd3.ContextSide, qwen_image.QwenTextSide)
-                for name in ("project", "update")]
+    sides = (sd3.ContextSide, qwen_image.QwenTextSide, z_image.NextDiTTextSide, krea2.Krea2TextSide)
+    targets += [(side, name, f"{side.__name__}.{name}") for side in sides for name in ("project", "update")]
     targets += [(owner, name, f"{owner.__name__}.{name}")
                 for owner, name in ((patching.ConceptForward, "__init__"), (patching.ConceptCapture, "add"))]
     return targets
@@ -324,8 +437,12 @@ def stream_targets() -> list[tuple[object, str, str]]:
 def stream_timer(sync: bool):
     """Seconds spent in each piece of the concept stream (stream_targets: the block math, where the pack
     calls it, the per-call set-up and the accumulation). The hook's own Python is not included (it shows
-    in the wall-time difference). With sync (CUDA) every piece waits for the device."""
+    in the wall-time difference). With sync (CUDA) every piece waits for the device. A piece called
+    inside another (apply_rope inside QwenTextSide.project / NextDiTTextSide.project) counts under its
+    own name only: each piece's seconds exclude the timed pieces inside it, so they add up to the
+    stream's time once."""
     seconds: dict[str, float] = {}
+    open_pieces: list[float] = []  # per piece being timed now: the seconds of the timed pieces inside it
 
     def timed(name, fn):
         @functools.wraps(fn)
@@ -333,12 +450,17 @@ def stream_timer(sync: bool):
             if sync:
                 torch.cuda.synchronize()
             begin = time.perf_counter()
+            open_pieces.append(0.0)
             try:
                 return fn(*args, **kwargs)
             finally:
                 if sync:
                     torch.cuda.synchronize()
-                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - begin
+                elapsed = time.perf_counter() - begin
+                inside = open_pieces.pop()
+                seconds[name] = seconds.get(name, 0.0) + elapsed - inside
+                if open_pieces:
+                    open_pieces[-1] += elapsed
         return wrapper
 
     with contextlib.ExitStack() as stack:
@@ -432,9 +554,9 @@ class Bench:
         return self.api.patch_model(self.model, self.embeddings[:concepts], self.names[:concepts], blocks=blocks)
 
     def latent(self, size):
-        """An empty latent; Qwen-Image's are 5-D [B, 16, 1, h, w] (one frame)."""
+        """An empty latent; Qwen-Image's and Krea 2's are 5-D [B, 16, 1, h, w] (one frame)."""
         side = size // self.spec["scale"]
-        frames = (1,) if self.spec["arch"] == "qwen" else ()
+        frames = (1,) if self.spec["arch"] in FIVE_D else ()
         return torch.zeros(1, self.spec["channels"], *frames, side, side)
 
     def conditioning(self, size):
@@ -447,7 +569,7 @@ class Bench:
 
     def sample(self, model, size, steps):
         """Flux dev's usual sampling: cfg 1 (the guidance is embedded; no negative pass), euler, simple.
-        SD3 and Qwen-Image the same way (cfg 1: one model pass per step, as for Flux)."""
+        SD3, Qwen-Image, Z-Image and Krea 2 the same way (cfg 1: one model pass per step, as for Flux)."""
         import comfy.sample
         latent = self.latent(size)
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
@@ -547,6 +669,8 @@ class Bench:
             inputs["y"] = self.pooled
         if "ref_latents" in conds:  # Qwen-Image edit: process_latent_in applied (apply_model moves them)
             inputs["ref_latents"] = conds["ref_latents"].cond
+        if "num_tokens" in conds:  # NextDiT's forward takes the caption's length (Lumina2.extra_conds gives it)
+            inputs["num_tokens"] = conds["num_tokens"].cond
 
         # SD3's encode path needs the prompt's pooled vector, Qwen-Image edit's the references: a CONDITIONING
         # carries them, as the node is given it (Flux: the prompt alone)
@@ -612,7 +736,11 @@ def forward_flops(args, size) -> float:
     or joint blocks 12 d^2, single blocks 3 d^2); SD3's last joint block only projects its text tokens
     (see _joint_block_flops); SD3 and Qwen-Image have no single blocks. Qwen-Image's reference latents
     (--references) are image tokens like the generated image's: in every linear layer of the image half,
-    in the joint attention and in the image input projection. Plus the text and image input projections."""
+    in the joint attention and in the image input projection. Plus the text and image input projections.
+    Z-Image and Krea 2: what runs before their layers (_single_stream_prelude_flops), then --depth
+    single-stream layers over the whole sequence (_layer_flops)."""
+    if _arch(args) in SINGLE_STREAM:
+        return _single_stream_prelude_flops(args, size) + args.depth * _layer_flops(args, _sequence_tokens(args, size))
     d, n, text = args.hidden, _image_tokens(args, size), _text_tokens(args)
     references = _reference_tokens(args, size)
     tokens = n + references + text
@@ -631,6 +759,18 @@ def _image_tokens(args, size) -> int:
     return (size // (spec["scale"] * spec["patch"])) ** 2
 
 
+def _padded(args, tokens) -> int:
+    """Tokens as the model runs them: Z-Image pads its caption and its image tokens to a multiple of 32."""
+    if _arch(args) == "lumina":
+        return -(-tokens // Z_IMAGE_PAD) * Z_IMAGE_PAD
+    return tokens
+
+
+def _sequence_tokens(args, size) -> int:
+    """A single-stream model's joint sequence: caption (padded) then image (padded)."""
+    return _text_tokens(args) + _padded(args, _image_tokens(args, size))
+
+
 def _reference_tokens(args, size) -> int:
     """Qwen-Image edit: the reference latents' tokens (--references of the generated image's size)."""
     return args.references * _image_tokens(args, size)
@@ -645,18 +785,91 @@ def _latent_tokens(args, latent) -> int:
 
 def _text_tokens(args) -> int:
     """Prompt tokens as the model sees them: Flux.2 pads to 512; SD3's 77 CLIP-L/G rows come before T5's;
-    Qwen-Image's are not padded."""
+    Z-Image pads its caption to a multiple of 32; Qwen-Image's and Krea 2's are not padded."""
     if _arch(args) == "flux2":
         return max(args.text_tokens, 512)
     if _arch(args) == "sd3":
         return SD3_CLIP_TOKENS + args.text_tokens
-    return args.text_tokens
+    return _padded(args, args.text_tokens)
+
+
+def _ffn(args) -> int:
+    """A single-stream layer's SwiGLU hidden width, as the model rounds it: Z-Image int(8/3 d) up to a
+    multiple of 256 (10240 at 3840), Krea 2 int(2 d / 3) x 4 up to a multiple of 128 (16384 at 6144)."""
+    d, multiplier = args.hidden, FAMILIES[args.family]["mlp"]
+    if _arch(args) == "lumina":
+        hidden, multiple = int(multiplier * d), Z_IMAGE_MULTIPLE_OF
+    else:
+        hidden, multiple = int(2 * d / 3) * int(multiplier), 128
+    return multiple * -(-hidden // multiple)
+
+
+def _krea2_text_block_d2() -> float:
+    """Krea 2's text fusion block per token, in txtdim^2: wq, wk, wv (20 KV heads of 20), gate, wo 5 and
+    its SwiGLU (int(2 x 2560 / 3) x 4 -> 6912) 3 x 6912 / 2560."""
+    dim = FAMILIES["krea2"]["txt_dim"]
+    return 5 + 3 * (128 * -(-(int(2 * dim / 3) * 4) // 128)) / dim
+
+
+def _qkv_d2(args) -> float:
+    """The concepts' projection before the attention, per token in d^2: qkv 3 (Z-Image: no GQA); Krea 2:
+    wq 1, wk and wv kv_heads / heads each, its attention gate 1."""
+    if _arch(args) == "krea2":
+        return 2 + 2 * args.kv_heads / args.heads
+    return 3
 
 
 def _block_d2(args) -> float:
     """Multiply-adds per token of one block's linear layers, in d^2: qkv 3, proj 1, MLP 2r (Flux.2's
-    SiLU-gated MLP: 3r; SD3's GELU MLP and Qwen-Image's GELU-tanh FeedForward, on both halves: 2r)."""
+    SiLU-gated MLP: 3r; SD3's GELU MLP and Qwen-Image's GELU-tanh FeedForward, on both halves: 2r).
+    Z-Image and Krea 2: their projections before the attention (_qkv_d2), out / wo 1 and the SwiGLU
+    feed-forward 3 x _ffn / d (8 at both real widths)."""
+    if _arch(args) in SINGLE_STREAM:
+        return _qkv_d2(args) + 1 + 3 * _ffn(args) / args.hidden
     return 4 + (3 if _arch(args) == "flux2" else 2) * args.mlp_ratio
+
+
+def _layer_modulation(args) -> float:
+    """A single-stream layer's modulation per call (and the concept stream's per block): Z-Image's
+    adaLN_modulation 256 x 4 d; Krea 2 adds its mod parameters to the call's vector (no product)."""
+    return Z_IMAGE_ADALN * 4 * args.hidden if _arch(args) == "lumina" else 0
+
+
+def _layer_flops(args, tokens, modulation=True) -> float:
+    """One single-stream layer over `tokens` tokens: linear layers, attention, modulation (Z-Image's
+    context refiner has none)."""
+    d = args.hidden
+    return _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + (_layer_modulation(args) if modulation else 0)
+
+
+def _text_path_flops(args, tokens, refined=None) -> float:
+    """The text projection of `tokens` rows (the prompt's or the concepts'): Flux, SD3, Qwen-Image: one
+    linear text_dim -> d. Z-Image: cap_embedder, then its 2 context-refiner layers over `refined` tokens
+    (the padded caption; the concepts: one sequence of C). Krea 2: its text fusion transformer (2
+    layer-wise blocks over each token's 12 tapped layers, the projector 12 -> 1, 2 refiner blocks over
+    the tokens) and txtmlp (txtdim -> d, d -> d)."""
+    d = args.hidden
+    if _arch(args) == "lumina":
+        refined = tokens if refined is None else refined
+        return tokens * args.text_dim * d + Z_IMAGE_REFINERS * _layer_flops(args, refined, modulation=False)
+    if _arch(args) == "krea2":
+        spec = FAMILIES[args.family]
+        width, layers, block = spec["txt_dim"], spec["txt_layers"], _krea2_text_block_d2()
+        layerwise = 2 * (tokens * layers * block * width * width + 2 * tokens * layers * layers * width)
+        refiner = 2 * (tokens * block * width * width + 2 * tokens * tokens * width)
+        return layerwise + tokens * layers * width + refiner + tokens * (width * d + d * d)
+    return tokens * args.text_dim * d
+
+
+def _single_stream_prelude_flops(args, size) -> float:
+    """What a single-stream model runs before its layers: the prompt's text path, the image input
+    projection (64 -> d per token); Z-Image its 2 noise-refiner layers over the (padded) image tokens;
+    Krea 2 its timestep MLP and tproj (tdim -> d, d -> d, d -> 6 d)."""
+    d, n = args.hidden, _image_tokens(args, size)
+    flops = _text_path_flops(args, args.text_tokens, _text_tokens(args)) + n * 64 * d
+    if _arch(args) == "lumina":
+        return flops + Z_IMAGE_REFINERS * _layer_flops(args, _padded(args, n))
+    return flops + 256 * d + 7 * d * d
 
 
 def _pre_only(args, index) -> bool:
@@ -677,24 +890,39 @@ def _joint_block_flops(args, size, index, references=0) -> float:
 
 def encode_flops(args, size, scored, references=0) -> float:
     """The encode pass: the plain forward's double (joint) blocks up to the last scored one, with the
-    reference tokens the encode pass gives the model (references)."""
+    reference tokens the encode pass gives the model (references). Z-Image and Krea 2: all that runs
+    before their layers, then their layers up to the last scored one."""
+    if _arch(args) in SINGLE_STREAM:
+        return (_single_stream_prelude_flops(args, size)
+                + (scored[-1] + 1) * _layer_flops(args, _sequence_tokens(args, size)))
     return (sum(_joint_block_flops(args, size, index, references) for index in range(scored[-1] + 1))
             + _text_tokens(args) * args.text_dim * args.hidden)
 
 
+def _stream_modulation(args) -> float:
+    """The concepts' own modulation per block: the text half's 6 d^2 (Flux, SD3, Qwen-Image); Z-Image
+    and Krea 2 as their layers' (_layer_modulation)."""
+    if _arch(args) in SINGLE_STREAM:
+        return _layer_modulation(args)
+    return 6 * args.hidden * args.hidden
+
+
 def stream_flops(args, size, concepts, scored, variant, scored_references=0) -> float:
     """Analytic multiply-adds of the concept stream per model call: modulation (6 d^2; SD3's last block
-    2 d^2), qkv (3 d^2 C), attention (2 C (C+N) d; the reference: 2 (C+N)^2 d), proj + MLP (9 d^2 C, not
-    after the stream's last block), scores (C N d per scored block) and the concepts' text projection.
-    N is the generated image's tokens: the concepts do not attend to Qwen-Image's reference tokens;
-    scored_references: reference tokens that are scored too (C N_ref d per scored block), where the pack
-    gives the references maps of their own."""
+    2 d^2; Z-Image 1024 d, Krea 2 none), qkv (3 d^2 C; Krea 2 2.5 d^2 C with its gate), attention
+    (2 C (C+N) d; the reference: 2 (C+N)^2 d), the rest of the block (proj + MLP: 9 d^2 C; Z-Image and
+    Krea 2: 9 d^2 C too; not after the stream's last block), scores (C N d per scored block) and the
+    concepts' text projection (_text_path_flops). N is the generated image's tokens: the concepts do not
+    attend to Qwen-Image's reference tokens, nor to Z-Image's pad tokens; scored_references: reference
+    tokens that are scored too (C N_ref d per scored block), where the pack gives the references maps of
+    their own."""
     d, n, c = args.hidden, _image_tokens(args, size), concepts
     depth = scored[-1] + 1
     attention = 2 * (c + n) ** 2 * d if variant == REFERENCE else 2 * c * (c + n) * d
-    modulation = (6 * depth - (4 if _pre_only(args, depth - 1) else 0)) * d * d
-    return (modulation + depth * (3 * d * d * c + attention) + (depth - 1) * (_block_d2(args) - 3) * d * d * c
-            + len(scored) * c * (n + scored_references) * d + c * args.text_dim * d)
+    modulation = depth * _stream_modulation(args) - (4 * d * d if _pre_only(args, depth - 1) else 0)
+    qkv = _qkv_d2(args)
+    return (modulation + depth * (qkv * d * d * c + attention) + (depth - 1) * (_block_d2(args) - qkv) * d * d * c
+            + len(scored) * c * (n + scored_references) * d + _text_path_flops(args, c))
 
 
 def markdown(rows, columns):
@@ -715,10 +943,21 @@ def report(args, meter, sampling, encode, steps):
             prompt += (f", {args.references} reference latent{'s' if args.references > 1 else ''} of the generated "
                        f"image's size (edit: {args.references} x the image's tokens more in the joint attention; the "
                        f"concepts attend to the generated image's)")
+    elif _arch(args) == "lumina":
+        blocks = (f"{args.depth} single-stream layers (and {Z_IMAGE_REFINERS} context-refiner + {Z_IMAGE_REFINERS} "
+                  f"noise-refiner layers)")
+        prompt = (f"{args.text_tokens} prompt tokens (Qwen3 4B, unpadded; the model pads the caption to "
+                  f"{_text_tokens(args)} and the image tokens to a multiple of {Z_IMAGE_PAD})")
+    elif _arch(args) == "krea2":
+        spec = FAMILIES[args.family]
+        blocks = f"{args.depth} single-stream blocks"
+        prompt = (f"{args.text_tokens} prompt tokens (Qwen3-VL 4B, unpadded: {spec['txt_layers']} tapped layers x "
+                  f"{spec['txt_dim']}, through its text fusion transformer)")
     else:
         blocks = f"{args.depth} double + {args.single} single blocks"
         prompt = f"{_text_tokens(args)} prompt tokens"
-    out = [f"{FAMILIES[args.family]['label']}, width {args.hidden} ({args.heads} heads), text width {args.text_dim}, "
+    heads = f"{args.heads} heads" + (f", {args.kv_heads} KV heads" if args.kv_heads else "")
+    out = [f"{FAMILIES[args.family]['label']}, width {args.hidden} ({heads}), text width {args.text_dim}, "
            f"{blocks}, {prompt}, {args.dtype} on {args.device}; {args.steps} euler steps, cfg 1; "
            f"wall times: medians of {args.repeats} interleaved rounds (overhead: median of each run's ratio to the plain "
            f"time interpolated between the plain runs around it); memory: one probe run per model "
