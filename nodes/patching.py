@@ -368,11 +368,14 @@ class ConceptForward:
         """For families without a replace patch: an attention override for the whole model call that
         does a block's concept work inside that block's joint attention call (projection, attention,
         scores, update: none of it needs the block's other modules' outputs)."""
+        calls = [0]  # attention calls so far in this model call (a model that marks no block counts them)
+
         def capture_attention(func, q, k, v, *rest, **kwargs):
             out = previous(func, q, k, v, *rest, **kwargs) if previous else func(q, k, v, *rest, **kwargs)
+            calls[0] += 1
             if self.active:
                 options = kwargs.get("transformer_options") or {}
-                index = self.family.attention_block(options)
+                index = self.family.attention_block(options, calls[0] - 1)
                 if index is not None and index < self.depth and index not in self.seen:
                     length = q.shape[-2] if kwargs.get("skip_reshape") else q.shape[1]
                     args = {"transformer_options": options, "length": length, "call": self.call_vector}

@@ -95,7 +95,7 @@ _skipped_comfy_tests: list[str] = []
 # Z-Image and Krea 2 likewise (tiny_single_stream.VERSION_SKIP_REASON): 0.3.64 has no Krea 2 and its
 # NextDiT does not mark its layers (that refusal is tested on 0.3.64).
 FAMILIES_VERSION_GATES = ("has no Flux.2/Chroma-on-Flux classes", "has no single-stream (Z-Image, Krea 2) support",
-                          "has no HunyuanVideo 1.5 class")
+                          "has no HunyuanVideo 1.5 class", "has no CogVideoX class")
 
 
 def pytest_runtest_logreport(report):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .base import Family, ModelCall, UnsupportedModelError, diffusion_model
 from .chroma import Chroma
+from .cogvideox import CogVideoX
 from .flux1 import Flux1
 from .flux2 import Flux2
 from .hunyuan_video import HunyuanVideo
@@ -13,7 +14,7 @@ from .qwen_image import QwenImage
 from .sd3 import SD3
 from .z_image import ZImage
 
-FAMILIES = (Flux1(), Flux2(), Chroma(), SD3(), QwenImage(), ZImage(), Krea2(), HunyuanVideo())
+FAMILIES = (Flux1(), Flux2(), Chroma(), SD3(), QwenImage(), ZImage(), Krea2(), HunyuanVideo(), CogVideoX())
 SUPPORTED = "; ".join(f.description for f in FAMILIES)
 
 __all__ = ["FAMILIES", "SUPPORTED", "Family", "ModelCall", "UnsupportedModelError", "diffusion_model", "family_of"]

@@ -62,10 +62,11 @@ class Family:
         """The joint blocks that can carry concepts, in the order the model runs them."""
         return diffusion.double_blocks
 
-    def attention_block(self, transformer_options: dict) -> int | None:
+    def attention_block(self, transformer_options: dict, call: int) -> int | None:
         """For families without a replace patch (block_patch None): the joint block whose attention
-        this attention call is (the model marks it in transformer_options), or None (text-only or
-        image-only stages, other attention)."""
+        this attention call is (the model marks it in transformer_options; `call`: how many attention
+        calls came before it in this model call, for a model that marks nothing), or None
+        (text-only or image-only stages, other attention)."""
         return None
 
     def default_blocks(self, depth: int) -> str:

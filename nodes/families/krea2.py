@@ -81,7 +81,7 @@ class Krea2(Family):
     def blocks(self, diffusion):
         return diffusion.blocks
 
-    def attention_block(self, transformer_options):
+    def attention_block(self, transformer_options, call):
         if transformer_options.get("block_type") != "single":
             return None
         return transformer_options.get("block_index")

@@ -112,7 +112,7 @@ class ZImage(Family):
     def blocks(self, diffusion):
         return diffusion.layers
 
-    def attention_block(self, transformer_options):
+    def attention_block(self, transformer_options, call):
         if transformer_options.get("block_type") != "double":
             return None
         return transformer_options.get("block_index")
