@@ -1,5 +1,5 @@
-"""The pack on CogVideoX inside real ComfyUI 0.29, on tiny random models built from ComfyUI's own
-classes (the 5B/1.5 layout with RoPE on video tokens, the 2B one with sin/cos positions): the float32
+"""The pack on CogVideoX 1.0 inside real ComfyUI 0.29, on tiny random models built from ComfyUI's own
+classes (the 5B layout with RoPE on video tokens, the 2B one with sin/cos positions; 1.5 refused): the float32
 reference (tests/reference_cogvideox.py) reproduces ComfyUI's blocks; the maps, [B, C, T, h, w], equal
 it while sampling and on the encode path (a v-prediction DDPM model: noised as ComfyUI samples it);
 the sampled video is bit-identical with and without the patch."""
@@ -142,7 +142,18 @@ def test_encode_path_equals_the_reference_noised_as_comfyui_samples(api, model, 
     assert _rel_error(maps.maps.flatten(2), torch.cat(per_image)) < TOLERANCE
 
 
-def test_cogvideox_on_comfyui_0_3_64_is_not_there():
-    """0.3.64 has no CogVideoX class; 0.29 serves it (the other tests)."""
-    from concept_attention_pack.nodes.families import CogVideoX
-    assert CogVideoX.matches(torch.nn.Linear(1, 1)) is False
+def test_cogvideox_15_is_refused_with_the_reason(api, embeddings):
+    """CogVideoX 1.5's tokens span two latent frames (patch_size_t 2): refused, naming what is served."""
+    if not cogvideox_supported():
+        pytest.skip(VERSION_SKIP_REASON)
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+    from tiny_cogvideox import cogvideox_config
+
+    from concept_attention_pack.nodes.families import UnsupportedModelError
+    config = {**cogvideox_config(), "patch_size_t": 2, "in_channels": 16}
+    model = comfy.supported_models.CogVideoX_T2V(config).get_model({})
+    patcher = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(UnsupportedModelError, match="this is CogVideoX 1.5.*not 1.5 yet"):
+        api.patch_model(patcher, embeddings, NAMES)

@@ -3,7 +3,7 @@ unet_config ComfyUI's model detection derives from a checkpoint's keys (comfy/mo
 the cogvideox branch: heads = dim / 64 there, here 3 heads of 32: the 2B sin/cos embedding splits
 the width in thirds; Conv2d patches of 2), tiny widths:
 
-- "5b": RoPE on the video tokens (use_rotary_positional_embeddings, as CogVideoX-5B and 1.5), no
+- "5b": RoPE on the video tokens (use_rotary_positional_embeddings, as CogVideoX-5B), no
   positional embedding;
 - "2b": sin/cos positional embeddings added to the video tokens (CogVideoX-2B), no RoPE.
 

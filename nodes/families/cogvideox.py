@@ -1,4 +1,5 @@
-"""CogVideoX 1.0 (2B, 5B, I2V) and 1.5 (ComfyUI's cogvideo.CogVideoXTransformer3DModel, ComfyUI 0.29).
+"""CogVideoX 1.0 (2B, 5B, I2V) (ComfyUI's cogvideo.CogVideoXTransformer3DModel, ComfyUI 0.29); 1.5,
+whose tokens each span two latent frames, is refused with the reason.
 
 Expert blocks: text and video tokens share q/k/v, QK-norm, output projection and feed-forward, with
 separate adaptive-norm halves (each block's `norm1` / `norm2` give the video's and the text's shift,
@@ -6,7 +7,7 @@ scale and gate from the timestep embedding). The concepts take the text halves, 
     x = LN(c) (1 + enc_scale) + enc_shift;  q, k, v = q/k/v(x), q/k LayerNorm-ed per head
     Oc = attention over [concept keys; video keys];  c += enc_gate attn_out(Oc)
     c += enc_gate_ff ff_out(gelu(ff_proj(LN(c) (1 + enc_scale2) + enc_shift2)))
-RoPE is on video tokens only (the 5B / 1.5 models), so it never touches concepts; positional
+RoPE is on video tokens only (the 5B model), so it never touches concepts; positional
 embeddings (2B) are added to the video tokens only. Concepts enter as the prompt does (the patch
 embedding's `text_proj`). The blocks are reached by neither a replace patch nor a block index: each
 block makes exactly one attention call (its joint one), so the n-th attention call of a model call
@@ -73,7 +74,7 @@ def _unrotate(x, cos, sin):
 
 class CogVideoX(Family):
     name = "CogVideoX"
-    description = "CogVideoX 1.0 (2B, 5B, I2V) and 1.5"
+    description = "CogVideoX 1.0 (2B, 5B, I2V)"
     text_encoders = "CLIPLoader with type 'cogvideox' (t5xxl)"
     text_keys = ("t5xxl",)
     block_patch = None
@@ -88,6 +89,12 @@ class CogVideoX(Family):
         except ImportError:  # ComfyUI before CogVideoX
             return False
         return isinstance(diffusion, cogvideo.CogVideoXTransformer3DModel)
+
+    def refusal(self, diffusion) -> str:
+        if diffusion.patch_size_t is not None:
+            return ("this is CogVideoX 1.5, whose tokens each span two latent frames; Concept Attention serves "
+                    "CogVideoX 1.0 (2B, 5B, I2V) and not 1.5 yet.")
+        return ""
 
     def blocks(self, diffusion):
         return diffusion.blocks
@@ -144,7 +151,7 @@ class CogVideoX(Family):
         return q.float() if rope is None else _unrotate(q, *rope)
 
     def encode_conditioning(self, diffusion, rows, device, pooled, context=None, x=None):
-        """ofs 2.0 where the model reads it (1.5 I2V, as ComfyUI's default), zeros for the channels an
+        """ofs 2.0 where the model reads it (as ComfyUI's default), zeros for the channels an
         I2V / inpainting model concatenates (no conditioning image)."""
         conditioning = {}
         if diffusion.ofs_embedding_linear_1 is not None:
