@@ -219,3 +219,23 @@ def concept_mask(maps: ConceptMaps, chosen, mask_mode: str = "exclusive", thresh
         mask = masks[:, list(chosen)].amax(dim=1)
         out[start:start + step] = 1.0 - mask if invert else mask
     return out
+
+
+OUTPUT_MEMORY_SHARE = 0.8  # of the memory available when Concept Saliency starts
+
+
+def check_saliency_memory(maps: ConceptMaps, available: int | None = None) -> None:
+    """A clear error, before anything is built, when Concept Saliency's outputs for these maps (a
+    long video's frames) would not fit in memory: the soft maps and `masks` (C masks per picture),
+    `heatmaps` and `overlay` (3C channels each), `mask` and `segmentation`, float32 at pixel size."""
+    import psutil
+    pictures, concepts = maps.maps.shape[0], maps.maps.shape[1]
+    pixels = pictures * maps.latent_size[0] * maps.latent_scale * maps.latent_size[1] * maps.latent_scale
+    needed = pixels * 4 * (8 * concepts + 4)
+    available = psutil.virtual_memory().available if available is None else available
+    if needed > OUTPUT_MEMORY_SHARE * available:
+        raise ConceptInputError(
+            f"latent: Concept Saliency's outputs for {pictures} pictures (video frames) x {len(maps.names)} concepts "
+            f"would need {needed / 2**30:.1f} GB, and {available / 2**30:.1f} GB of memory is free. Use Concept Mask "
+            "for the chosen concept's mask alone (one mask per frame, made a few frames at a time), or fewer "
+            "concepts or frames.")

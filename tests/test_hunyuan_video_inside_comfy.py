@@ -243,3 +243,22 @@ def test_hunyuan15_concepts_are_the_mean_of_their_own_rows_inside_the_video_temp
         keys, first_row, whole = HunyuanVideo().concept_text(clip)
         (got,) = encode_concepts(clip, [text], keys, "", first_row, whole)
         torch.testing.assert_close(got, out[: end - first].float().mean(0))
+
+
+def test_concept_saliency_refuses_outputs_that_would_not_fit_and_names_concept_mask(api):
+    """121 frames at 1280x720 with 8 concepts would need 28 GB of Concept Saliency outputs:
+    a clear error before anything is built, naming Concept Mask (which needs the mask alone)."""
+    import dataclasses
+
+    from concept_attention_pack.nodes.capture import ConceptInputError
+    from concept_attention_pack.nodes.frames import as_frames
+    long = api.ConceptMaps(tuple(f"c{i}" for i in range(8)), torch.full((1, 8, 31, 45, 80), 1 / 8), (90, 160),
+                           "sampling", latent_scale=8, patch_size=2, temporal_scale=4)
+    frames = as_frames(long)
+    assert frames.maps.shape[0] == 121
+    with pytest.raises(ConceptInputError, match=r"121 pictures \(video frames\) x 8 concepts would need 28\.2 GB.*"
+                                                r"Use Concept Mask"):
+        api.check_saliency_memory(frames, available=24 * 2**30)
+    api.check_saliency_memory(dataclasses.replace(frames, maps=frames.maps[:2]), available=24 * 2**30)
+    mask = api.concept_mask(long, [0])
+    assert mask.shape == (121, 720, 1280)
