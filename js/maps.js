@@ -147,3 +147,34 @@ export function rankingPlacement(figure, image, ranking, px, py, lines, maxCover
   const top = bottom ? figure.height - boxHeight - 4 : 4;
   return { left, top, lines: shown };
 }
+
+/**
+ * The payload's videos and frames per video: a video's frames are images, video-major (video v,
+ * frame f is image v * frames + f); pictures are videos of one frame. Older payloads have no
+ * `frames`: pictures.
+ */
+export function videoLayout(payload) {
+  const batch = Math.max(1, payload?.batch ?? 1);
+  const frames = Math.max(1, Math.min(batch, Math.floor(payload?.frames ?? 1)));
+  return { videos: Math.max(1, Math.floor(batch / frames)), frames };
+}
+
+/** The image holding frame `frame` of video `video` (both clamped to the payload's). */
+export function imageIndex(payload, video, frame) {
+  const { videos, frames } = videoLayout(payload);
+  const v = Math.min(Math.max(0, Math.floor(video) || 0), videos - 1);
+  const f = Math.min(Math.max(0, Math.floor(frame) || 0), frames - 1);
+  return v * frames + f;
+}
+
+/** The batch menu's entries: one per video ("video 1 of 2") or per picture ("image 1 of 2"). */
+export function batchLabels(payload) {
+  const { videos, frames } = videoLayout(payload);
+  const kind = frames > 1 ? "video" : "image";
+  return Array.from({ length: videos }, (_, i) => `${kind} ${i + 1} of ${videos}`);
+}
+
+/** The frame slider's label: "frame 3 of 9" (frame counted from 0). */
+export function frameLabel(frame, frames) {
+  return `frame ${frame + 1} of ${frames}`;
+}

@@ -5,7 +5,11 @@ not from the coloured picture.
 Per image, the soft maps the masks are made of (after blur and refine), averaged over square
 cells of whole pixels so that the grid has at most MAX_CELLS cells (a 1024 px picture: 8 px
 cells, 128 x 128; a small one: its pixels), each share quantised to 8 bits (or 16) and
-base64-encoded, concept-major, 16-bit values little-endian. js/maps.js decodes it."""
+base64-encoded, concept-major, 16-bit values little-endian. js/maps.js decodes it.
+
+A video's frames are images too (video-major: video b, frame f at b * frames + f; `frames` per
+video, 1 for pictures). So that a long video's payload stays small, all grids together have at
+most MAX_TOTAL_CELLS cells: 121 frames of 8 concepts get coarser cells than one picture."""
 from __future__ import annotations
 
 import base64
@@ -16,6 +20,8 @@ import torch.nn.functional as F
 
 MAX_CONCEPTS = 64  # above this the payload carries names and colours but no maps
 MAX_CELLS = 128 * 128  # cells per image and concept
+MAX_TOTAL_CELLS = 1 << 21  # cells of all images and concepts together (8 bits: 2 MiB, 2.7 MiB as base64)
+MIN_CELLS = 16 * 16  # the total budget never makes a grid coarser than this (unless the picture is smaller)
 BITS = (8, 16)
 
 
@@ -59,17 +65,28 @@ def decode_grid(text: str, shape, bits: int = 8) -> torch.Tensor:
     return torch.from_numpy(values.reshape(tuple(shape)) / ((1 << bits) - 1))
 
 
+def cells_per_map(images: int, concepts: int, max_cells: int = MAX_CELLS,
+                  max_total: int = MAX_TOTAL_CELLS) -> int:
+    """The cell budget of one image's map of one concept: max_cells, less when images x concepts
+    maps of that many cells would pass max_total (never below MIN_CELLS)."""
+    return max(min(MIN_CELLS, max_cells), min(max_cells, max_total // max(1, images * concepts)))
+
+
 def map_payload(maps: torch.Tensor, names, colors, *, source: str, detail: str, bits: int = 8,
-                max_cells: int = MAX_CELLS) -> dict:
+                max_cells: int = MAX_CELLS, max_total: int = MAX_TOTAL_CELLS, frames: int = 1) -> dict:
     """The UI payload for soft maps [B, C, H, W] at image size (the shares the masks are made of).
 
     colors: [C, 3] the segmentation's colours. The grid [h, w] covers `covers` = (h, w) x `cell`
-    pixels; image pixel (y, x) lies in cell (y // cell, x // cell)."""
+    pixels; image pixel (y, x) lies in cell (y // cell, x // cell). frames: a video's frames per
+    video (B = videos x frames, video-major), 1 for pictures."""
     b, c, height, width = maps.shape
-    cell = cell_size(height, width, max_cells)
+    if frames < 1 or b % frames:
+        raise ValueError(f"frames: {b} images are not whole videos of {frames} frames.")
+    cell = cell_size(height, width, cells_per_map(b, c, max_cells, max_total))
     rows, cols = math.ceil(height / cell), math.ceil(width / cell)
     payload = {"names": [str(n) for n in names], "colors": [color_hex(rgb) for rgb in colors[:c]],
-               "source": source, "detail": detail, "batch": b, "size": [height, width], "cell": cell,
+               "source": source, "detail": detail, "batch": b, "frames": frames, "videos": b // frames,
+               "size": [height, width], "cell": cell,
                "covers": [rows * cell, cols * cell], "bits": bits, "shape": None, "maps": []}
     if c > MAX_CONCEPTS:
         payload["omitted"] = f"{c} concepts: the pointer ranking covers up to {MAX_CONCEPTS}"

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from concept_attention_pack.nodes.render import palette
-from concept_attention_pack.nodes.ui_payload import (MAX_CELLS, MAX_CONCEPTS, cell_size, color_hex, decode_grid,
-                                                     encode_grid, map_payload, shrink_maps)
+from concept_attention_pack.nodes.ui_payload import (MAX_CELLS, MAX_CONCEPTS, MAX_TOTAL_CELLS, MIN_CELLS, cell_size,
+                                                     cells_per_map, color_hex, decode_grid, encode_grid, map_payload,
+                                                     shrink_maps)
 
 
 def _soft(b, c, h, w, seed=0):
@@ -78,6 +79,28 @@ def test_payload_carries_names_colours_shape_and_one_string_per_image():
     back = decode_grid(payload["maps"][1], payload["shape"], 8)
     assert (back - shrink_maps(maps, 4)[1]).abs().max() <= 0.5 / 255 + 1e-7
     json.dumps(payload)  # goes through the server's JSON as it is
+
+
+def test_a_long_video_gets_coarser_cells_so_that_all_grids_stay_within_the_total_budget():
+    assert cells_per_map(1, 8) == MAX_CELLS and cells_per_map(16, 8) == MAX_CELLS  # pictures as before
+    assert cells_per_map(121, 8) == MAX_TOTAL_CELLS // (121 * 8) < MAX_CELLS
+    assert cells_per_map(10_000, 64) == MIN_CELLS  # never coarser than 16 x 16 cells
+    # 121 frames of 1280 x 720, 8 concepts: 21 px cells (the model's tokens are 16 px), 35 x 61
+    cell = cell_size(720, 1280, cells_per_map(121, 8))
+    assert cell == 21 and 121 * 8 * -(-720 // cell) * -(-1280 // cell) <= MAX_TOTAL_CELLS
+
+
+def test_a_video_payload_says_its_frames_per_video_and_its_videos():
+    maps = _soft(6, 3, 20, 30)
+    payload = map_payload(maps, ["a", "b", "c"], palette(3), source="sampling", detail="", frames=3)
+    assert (payload["batch"], payload["frames"], payload["videos"]) == (6, 3, 2) and len(payload["maps"]) == 6
+    picture = map_payload(maps, ["a", "b", "c"], palette(3), source="sampling", detail="")
+    assert (picture["frames"], picture["videos"]) == (1, 6)
+    # the budget counts every frame: 6 images x 3 concepts of at most 300 cells each
+    small = map_payload(maps, ["a", "b", "c"], palette(3), source="sampling", detail="", frames=3, max_total=6 * 3 * 300)
+    assert small["cell"] == 2 and small["shape"] == [3, 10, 15]
+    with pytest.raises(ValueError, match="whole videos"):
+        map_payload(maps, ["a", "b", "c"], palette(3), source="sampling", detail="", frames=4)
 
 
 def test_more_than_64_concepts_send_names_but_no_maps():
@@ -177,8 +200,8 @@ FIXTURE = __import__("pathlib").Path(__file__).resolve().parent / "js" / "payloa
 
 def fixture_payloads() -> dict:
     """Payloads the JS unit tests (tests/js) decode: 3 concepts, 2 images of 32x48 pixels, constant
-    over 16x16 blocks and sent in 16 px cells (a 2x3 grid), in 8 and 16 bits, with the values the
-    python decoder reads back. Regenerate:
+    over 16x16 blocks and sent in 16 px cells (a 2x3 grid), in 8 and 16 bits, and 2 videos of 2
+    such frames in 8 bits, with the values the python decoder reads back. Regenerate:
     cd tests && python -c "import conftest, test_ui_payload as t; t.write_fixture()" """
     grid = torch.tensor([[[0.7, 0.2, 0.1], [0.05, 0.5, 0.3]],
                          [[0.2, 0.5, 0.1], [0.9, 0.25, 0.3]],
@@ -192,6 +215,13 @@ def fixture_payloads() -> dict:
                               bits=bits, max_cells=6)
         payload["decoded"] = [decode_grid(m, payload["shape"], bits).flatten().tolist() for m in payload["maps"]]
         out[str(bits)] = payload
+    # 2 videos of 2 frames (video-major): each frame its own maps
+    video = torch.cat([grids, grids.roll(1, dims=1)]).repeat_interleave(16, -2).repeat_interleave(16, -1)
+    payload = map_payload(video, ["dragon", "sky", "background"], palette(3), source="sampling",
+                          detail="maps captured while sampling; 2 latent frames -> 2 video frames", max_cells=6,
+                          frames=2)
+    payload["decoded"] = [decode_grid(m, payload["shape"], 8).flatten().tolist() for m in payload["maps"]]
+    out["video"] = payload
     return out
 
 

@@ -5,8 +5,8 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import {
-  cellAt, decodeMaps, drawnRect, formatShare, imagePixel, legendModel, rankAt, rankAtPointer, rankingPlacement,
-  segmentationPixels,
+  batchLabels, cellAt, decodeMaps, drawnRect, formatShare, frameLabel, imageIndex, imagePixel, legendModel, rankAt,
+  rankAtPointer, rankingPlacement, segmentationPixels, videoLayout,
 } from "../../js/maps.js";
 
 const fixture = JSON.parse(readFileSync(new URL("./payload_fixture.json", import.meta.url)));
@@ -123,4 +123,46 @@ test("ranking placement over a small picture: few enough lines to cover at most 
   // never fewer than one line, however small the picture
   assert.equal(rankingPlacement({ width: 50, height: 50 }, drawnRect({ width: 50, height: 50 }, [10, 10]),
     ranking, 10, 10, 6).lines, 1);
+});
+
+test("pictures are videos of one frame; a payload without `frames` (older servers) too", () => {
+  assert.deepEqual(videoLayout(fixture["8"]), { videos: 2, frames: 1 });
+  const { frames, videos, ...older } = fixture["8"];
+  assert.equal(frames, 1);
+  assert.equal(videos, 2);
+  assert.deepEqual(videoLayout(older), { videos: 2, frames: 1 });
+  assert.deepEqual(videoLayout(null), { videos: 1, frames: 1 });
+  assert.deepEqual(batchLabels(fixture["8"]), ["image 1 of 2", "image 2 of 2"]);
+  assert.equal(imageIndex(fixture["8"], 1, 0), 1);
+  assert.equal(imageIndex(fixture["8"], 1, 5), 1, "a picture has frame 0 only");
+});
+
+test("a video's frames are images, video-major: video v, frame f is image v * frames + f", () => {
+  const payload = fixture.video;
+  assert.deepEqual([payload.batch, payload.frames, payload.videos], [4, 2, 2]);
+  assert.deepEqual(videoLayout(payload), { videos: 2, frames: 2 });
+  assert.deepEqual(batchLabels(payload), ["video 1 of 2", "video 2 of 2"]);
+  assert.deepEqual([[0, 0], [0, 1], [1, 0], [1, 1]].map(([v, f]) => imageIndex(payload, v, f)), [0, 1, 2, 3]);
+  // out of range (a new run with fewer frames or videos): the last one
+  assert.equal(imageIndex(payload, 5, 9), 3);
+  assert.equal(imageIndex(payload, -1, -1), 0);
+  assert.equal(frameLabel(0, 9), "frame 1 of 9");
+  assert.equal(frameLabel(8, 9), "frame 9 of 9");
+});
+
+test("the ranking under the pointer is the chosen frame's", () => {
+  const payload = fixture.video;
+  const box = { width: 48, height: 32 };
+  const [c, h, w] = payload.shape;
+  for (let video = 0; video < 2; video++) {
+    for (let frame = 0; frame < 2; frame++) {
+      const index = imageIndex(payload, video, frame);
+      const at = rankAtPointer(payload, decodeMaps(payload, index), 40, 20, box); // cell (1, 2)
+      const expected = Array.from({ length: c }, (_, k) => payload.decoded[index][k * h * w + 1 * w + 2]);
+      assert.deepEqual(at.ranking.map((e) => e.share), [...expected].sort((a, b) => b - a));
+    }
+  }
+  // the frames differ there, so choosing another frame ranks other concepts first
+  const first = (index) => rankAtPointer(payload, decodeMaps(payload, index), 40, 20, box).ranking[0].name;
+  assert.notEqual(first(0), first(2));
 });
