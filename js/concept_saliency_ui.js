@@ -1,5 +1,6 @@
 // The node UI of Concept Saliency: after a run the node shows its segmentation (or one concept's
-// overlay), ranks the concepts under the pointer from the real maps, and sets its `concept`
+// overlay; a video: of the frame its slider chooses), ranks the concepts under the pointer from the
+// real maps (of that frame), and sets its `concept`
 // widget on a click (shift-click: the union). The `concept` widget is checked against the
 // concepts typed in the Concept Attention node its MODEL comes from, and suggests them while it is
 // edited (a datalist on the frontend's own text input). After a page reload the node shows its last
@@ -12,7 +13,8 @@ import { api } from "../../scripts/api.js";
 
 import { conceptSuggestions, conceptWarning, chosenNames, parseConcepts, pickConcept } from "./concept_names.js";
 import {
-  decodeMaps, drawnRect, formatShare, legendModel, rankAtPointer, rankingPlacement, segmentationPixels,
+  batchLabels, decodeMaps, drawnRect, formatShare, frameLabel, imageIndex, legendModel, rankAtPointer,
+  rankingPlacement, segmentationPixels, videoLayout,
 } from "./maps.js";
 
 const SALIENCY = "ConceptSaliency";
@@ -48,6 +50,9 @@ const STYLE = `
   border: 1px solid transparent; background: rgba(127, 127, 127, 0.15); color: inherit; font: inherit; }
 .ca-concept.ca-chosen { border-color: currentColor; font-weight: bold; }
 .ca-panel select { font: inherit; }
+.ca-frames { display: flex; gap: 6px; align-items: center; flex: 1 1 160px; min-width: 120px; }
+.ca-frame { flex: 1 1 auto; min-width: 60px; margin: 0; }
+.ca-frame-label { white-space: nowrap; font-variant-numeric: tabular-nums; }
 `;
 
 function element(tag, className, text) {
@@ -86,7 +91,9 @@ class SaliencyPanel {
     this.node = node;
     this.payload = null;
     this.maps = null;
-    this.batch = 0;
+    this.batch = 0; // the image shown: video * frames + frame (video-major)
+    this.video = 0;
+    this.frame = 0;
     this.view = -1; // -1: segmentation; k: concept k's overlay
     this.known = null;
     this.root = element("div", "ca-panel");
@@ -94,7 +101,16 @@ class SaliencyPanel {
     this.controls = element("div", "ca-row");
     this.batchSelect = element("select", "ca-batch");
     this.viewSelect = element("select", "ca-view");
-    this.controls.append(this.batchSelect, this.viewSelect);
+    // a video: which frame (the batch menu chooses the video)
+    this.frames = element("label", "ca-frames");
+    this.frameSlider = element("input", "ca-frame");
+    this.frameSlider.type = "range";
+    this.frameSlider.min = "0";
+    this.frameSlider.step = "1";
+    this.frameSlider.title = "the video frame shown and ranked under the pointer";
+    this.frameLabel = element("span", "ca-frame-label");
+    this.frames.append(this.frameSlider, this.frameLabel);
+    this.controls.append(this.batchSelect, this.viewSelect, this.frames);
     this.figure = element("div", "ca-figure");
     this.image = element("img", "ca-image");
     this.image.alt = "concept segmentation";
@@ -110,8 +126,11 @@ class SaliencyPanel {
     this.suggestions = element("datalist");
     this.suggestions.id = `ca-concepts-${Math.random().toString(36).slice(2)}`;
     this.root.append(this.source, this.controls, this.figure, this.legend, this.warning, this.hint);
-    this.batchSelect.addEventListener("change", () => this.select(Number(this.batchSelect.value), this.view));
-    this.viewSelect.addEventListener("change", () => this.select(this.batch, Number(this.viewSelect.value)));
+    this.batchSelect.addEventListener("change", () => this.select(Number(this.batchSelect.value), this.frame, this.view));
+    this.viewSelect.addEventListener("change", () => this.select(this.video, this.frame, Number(this.viewSelect.value)));
+    this.frameSlider.addEventListener("input", () => this.select(this.video, Number(this.frameSlider.value), this.view));
+    // dragging the slider moves the frame, not the node (Vue nodes drag from any pointerdown)
+    this.frameSlider.addEventListener("pointerdown", (event) => event.stopPropagation());
     this.image.addEventListener("pointermove", (event) => this.hover(event));
     this.image.addEventListener("pointerleave", () => { this.ranking.hidden = true; });
     this.image.addEventListener("click", (event) => this.pickAtPointer(event));
@@ -131,16 +150,19 @@ class SaliencyPanel {
 
   show(payload) {
     this.payload = payload ?? null;
-    this.batch = Math.min(this.batch, (payload?.batch ?? 1) - 1);
     if (this.view >= (payload?.names?.length ?? 0) || !payload?.overlays?.length) this.view = -1;
-    this.select(this.batch, this.view);
+    this.select(this.video, this.frame, this.view);
     this.fit();
   }
 
-  select(batch, view) {
-    this.batch = batch;
+  /** Show frame `frame` of video `video` (a picture: video = the image, frame 0) and `view`. */
+  select(video, frame, view) {
+    const { videos, frames } = videoLayout(this.payload);
+    this.video = Math.min(Math.max(0, video), videos - 1);
+    this.frame = Math.min(Math.max(0, frame), frames - 1);
+    this.batch = imageIndex(this.payload, this.video, this.frame);
     this.view = view;
-    this.maps = this.payload ? decodeMaps(this.payload, batch) : null;
+    this.maps = this.payload ? decodeMaps(this.payload, this.batch) : null;
     this.render();
   }
 
@@ -285,13 +307,22 @@ class SaliencyPanel {
     this.figure.hidden = !payload;
     this.hint.hidden = !!payload;
     if (payload) {
-      this.batchSelect.hidden = payload.batch < 2;
-      this.batchSelect.replaceChildren(...Array.from({ length: payload.batch }, (_, i) => {
-        const option = element("option", "", `image ${i + 1} of ${payload.batch}`);
-        option.value = String(i);
-        return option;
-      }));
-      this.batchSelect.value = String(this.batch);
+      const { videos, frames } = videoLayout(payload);
+      const labels = batchLabels(payload);
+      this.batchSelect.hidden = videos < 2;
+      if (this.batchSelect.options.length !== labels.length
+          || labels.some((label, i) => this.batchSelect.options[i].textContent !== label)) {
+        this.batchSelect.replaceChildren(...labels.map((label, i) => {
+          const option = element("option", "", label);
+          option.value = String(i);
+          return option;
+        }));
+      }
+      this.batchSelect.value = String(this.video);
+      this.frames.hidden = frames < 2;
+      this.frameSlider.max = String(frames - 1);
+      this.frameSlider.value = String(this.frame);
+      this.frameLabel.textContent = frameLabel(this.frame, frames);
       const views = [["-1", "segmentation"]];
       if (payload.overlays?.length) payload.names.forEach((name, k) => views.push([String(k), `overlay: ${name}`]));
       this.viewSelect.replaceChildren(...views.map(([value, text]) => {

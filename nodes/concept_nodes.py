@@ -13,7 +13,7 @@ from PIL import Image
 from . import api
 from .capture import VARIANTS, ConceptInputError, parse_concepts
 from .families import SUPPORTED, family_of
-from .frames import as_frames
+from .frames import as_frames, pixel_frames
 from .masks import MASK_MODES, select_concepts
 from .outputs import saliency_outputs
 from .masks import grid_to_pixels
@@ -193,15 +193,17 @@ class ConceptSaliency(io.ComfyNode):
     def execute(cls, model, latent, concept, source, noise_level, seed, seed_count, blur=True,
                 invert=False, mask_mode="exclusive", threshold=0.5, conditioning=None,
                 image=None, refine="auto", refine_radius=2, refine_eps=1e-4, picture=0) -> io.NodeOutput:
-        maps = as_frames(api.concept_maps(model, latent, source=source, noise_level=noise_level,
-                                          seeds=range(seed, seed + seed_count), conditioning=conditioning,
-                                          picture=picture))  # a video: one image per pixel frame
+        captured = api.concept_maps(model, latent, source=source, noise_level=noise_level,
+                                    seeds=range(seed, seed + seed_count), conditioning=conditioning, picture=picture)
+        maps = as_frames(captured)  # a video: one image per pixel frame
+        api.check_saliency_memory(maps)
         log.info("Concept Saliency: maps %s", maps.detail)
         chosen = select_concepts(maps.names, concept)
         soft = api.concept_masks(maps, blur=blur, refine=refine, image=image, radius=refine_radius,
                                  eps=refine_eps)  # [B, C, H, W]
         outputs = saliency_outputs(soft, maps.names, chosen, mask_mode, threshold, invert, image)
-        return io.NodeOutput(*outputs, ui=saliency_ui(maps, soft, overlays=outputs[3], segmentation=outputs[4]))
+        return io.NodeOutput(*outputs, ui=saliency_ui(maps, soft, overlays=outputs[3], segmentation=outputs[4],
+                                                      frames=video_frames(captured)))
 
 
 class ConceptMask(io.ComfyNode):
@@ -282,6 +284,7 @@ class ConceptBlockMaps(io.ComfyNode):
 
 MAX_PREVIEW_OVERLAYS = 64  # more overlay panels than this are not saved for the node's preview
 SEGMENTATION_PREVIEW_SIDE = 1024  # px, longest side of the preview's segmentation (PNG: exact colours)
+VIDEO_SEGMENTATION_PREVIEW_SIDE = 512  # px, the same for each frame of a video (one PNG per frame)
 OVERLAY_PREVIEW_SIDE = 512  # px, longest side of each overlay preview (JPEG: B*C of them, cheap to write)
 
 
@@ -308,12 +311,20 @@ def save_previews(images: torch.Tensor, *, max_side: int, jpeg: bool) -> list[di
     return saved
 
 
-def saliency_ui(maps, soft, overlays, segmentation) -> dict:
+def video_frames(maps) -> int:
+    """Frames per video of maps before nodes/frames.py as_frames (1 for pictures)."""
+    return pixel_frames(maps.maps.shape[2], maps.temporal_scale) if maps.maps.ndim == 5 else 1
+
+
+def saliency_ui(maps, soft, overlays, segmentation, frames: int = 1) -> dict:
     """Concept Saliency's `ui` output: the source text, and for the node's preview (js/) the
     segmentation and overlays saved as temp images with the compact soft maps, names and
-    colours (nodes/ui_payload.py)."""
-    payload = map_payload(soft, maps.names, palette(soft.shape[1]), source=maps.source, detail=f"maps {maps.detail}")
-    payload["segmentation"] = save_previews(segmentation, max_side=SEGMENTATION_PREVIEW_SIDE, jpeg=False)
+    colours (nodes/ui_payload.py). frames: a video's frames per video (the B*F images are
+    video-major): the node shows a frame slider; each frame's segmentation is saved smaller."""
+    payload = map_payload(soft, maps.names, palette(soft.shape[1]), source=maps.source, detail=f"maps {maps.detail}",
+                          frames=frames)
+    side = SEGMENTATION_PREVIEW_SIDE if frames == 1 else VIDEO_SEGMENTATION_PREVIEW_SIDE
+    payload["segmentation"] = save_previews(segmentation, max_side=side, jpeg=False)
     payload["overlays"] = (save_previews(overlays, max_side=OVERLAY_PREVIEW_SIDE, jpeg=True)
                            if overlays.shape[0] <= MAX_PREVIEW_OVERLAYS else [])
     return {"text": [f"maps {maps.detail}"], "concept_saliency": [payload]}

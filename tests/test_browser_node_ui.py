@@ -5,7 +5,9 @@ ranked as the maps say (the payload the server sent, decoded in Python); a click
 `concept` widget (saved in the workflow) and the next run's `mask` is that concept's mask;
 shift-click gives the union; a fully cached run shows the preview again, and so does a page reload
 (from the server's history); a small picture is neither hidden by a legend nor by the ranking; the
-`concept` widget suggests the connected node's names while it is edited; nothing logs an error.
+`concept` widget suggests the connected node's names while it is edited; a video (HunyuanVideo 1.5
+stand-in, 9 frames) gets a frame slider that shows and ranks the chosen frame, and the batch menu
+chooses the video; nothing logs an error.
 The frontend's default settings (its level-of-detail switch included).
 Both frontends (1.47.10 with ComfyUI 0.29, 1.27.10 with 0.3.64), and on 0.29 also with the Vue
 node mode (Comfy.VueNodes.Enabled). Screenshots go to pytest's temporary directory."""
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.comfy
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKFLOW = "flux_generate_mask_inpaint"
+VIDEO_WORKFLOW = "hunyuan_video15_generate_mask_recolour"
 SALIENCY = "11"
 MODES = ["canvas", "vue"] if comfyui_version().startswith("0.29") else ["canvas"]
 
@@ -54,6 +57,31 @@ def _test_graph(object_info: dict, batch: int = 1) -> dict:
                       "TinyVAELoader": SIZES["VAELoader"]}
     shipped_sizes = ui_workflow.SIZES
     ui_workflow.SIZES = {**shipped_sizes, **stand_in_sizes}
+    try:
+        return ui_workflow.api_to_ui(api, object_info, layout)
+    finally:
+        ui_workflow.SIZES = shipped_sizes
+
+
+def _video_graph(object_info: dict, videos: int = 1) -> dict:
+    """The shipped HunyuanVideo 1.5 workflow with tiny stand-ins (96 x 64, 9 frames, `videos`
+    videos) up to its masks, with Concept Saliency (same inputs, the decoded frames as `image`) in
+    place of Concept Mask, as a UI workflow."""
+    import ui_workflow
+    from test_workflows_through_server import _with_stand_ins
+    api = _with_stand_ins(json.loads((ROOT / "workflows" / "api" / f"{VIDEO_WORKFLOW}.json").read_text()))
+    api["8"]["inputs"]["batch_size"] = videos
+    api[SALIENCY] = {"class_type": "ConceptSaliency", "inputs": api[SALIENCY]["inputs"]}
+    for node in [n for n in api if int(n) > int(SALIENCY)]:
+        del api[node]
+    layout = {"stages": [[{"title": "Load", "columns": [["1", "2", "3"], ["4"]]}],
+                         [{"title": "Generate", "columns": [["5", "6", "7"], ["8", "9", "10"]]}],
+                         [{"title": "Concept Saliency of each frame", "columns": [[SALIENCY]]}]]}
+    from workflow_layouts import SIZES
+    shipped_sizes = ui_workflow.SIZES
+    ui_workflow.SIZES = {**shipped_sizes, "TinyHunyuanVideo15Loader": SIZES["UNETLoader"],
+                         "TinyHunyuanVideo15ClipLoader": SIZES["DualCLIPLoader"],
+                         "TinyHunyuanVideo15VAELoader": SIZES["VAELoader"]}
     try:
         return ui_workflow.api_to_ui(api, object_info, layout)
     finally:
@@ -185,6 +213,16 @@ def _share_text(share: float) -> str:
     return f"{percent:.1f}%" if percent < 10 else f"{round(percent)}%"
 
 
+def _frame_slider(page) -> dict:
+    """The frame slider's state as the page shows it."""
+    return page.page.evaluate("""() => {
+      const slider = document.querySelector('.ca-frame');
+      const shown = !!slider && slider.getClientRects().length > 0 && !slider.closest('[hidden]');
+      return {shown, value: slider && Number(slider.value), max: slider && Number(slider.max),
+              label: document.querySelector('.ca-frame-label')?.textContent ?? null};
+    }""")
+
+
 def _segmentation_colours(payload: dict, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The colour of each cell's strongest concept [h, w, 3] from the payload decoded in Python,
     and where that is decided (the first two more than one quantisation step apart)."""
@@ -195,11 +233,11 @@ def _segmentation_colours(payload: dict, index: int = 0) -> tuple[np.ndarray, np
     return colours[grid.argmax(axis=0)], ordered[-1] - ordered[-2] > 1.5 / (2 ** payload["bits"] - 1)
 
 
-def _clear_tokens(payload: dict, margin: float = 0.05):
-    """(row, col, ranking) of each token whose strongest concept leads the second by more than
-    `margin`, from the payload decoded in Python; ranking: [(name, share)] strongest first."""
+def _clear_tokens(payload: dict, margin: float = 0.05, index: int = 0):
+    """(row, col, ranking) of each token of image `index` whose strongest concept leads the second
+    by more than `margin`, from the payload decoded in Python; ranking: [(name, share)] strongest first."""
     from concept_attention_pack.nodes.ui_payload import decode_grid
-    grid = decode_grid(payload["maps"][0], payload["shape"], payload["bits"]).numpy()
+    grid = decode_grid(payload["maps"][index], payload["shape"], payload["bits"]).numpy()
     _, h, w = grid.shape
     tokens = []
     for row in range(h):
@@ -236,6 +274,7 @@ def test_preview_ranks_concepts_under_the_pointer_and_clicks_pick_the_mask(serve
         assert payload["names"] == ["dragon", "sky", "mountains", "background"]
         text = page.page.inner_text(".ca-source")
         assert text == payload["detail"] and "captured while sampling" in text
+        assert payload["frames"] == 1 and not _frame_slider(page)["shown"], "a picture has no frame slider"
 
         tokens = _clear_tokens(payload)
         cell = payload["covers"][0] // payload["shape"][1]
@@ -321,6 +360,7 @@ def test_batch_menu_and_overlay_view_show_the_chosen_image_and_concept(server, b
         assert page.page.is_visible(".ca-batch")
         assert page.page.eval_on_selector_all(".ca-batch option", "o => o.map(x => x.textContent)") == [
             "image 1 of 2", "image 2 of 2"]
+        assert not _frame_slider(page)["shown"], "pictures have no frame slider"
         page.page.select_option(".ca-batch", "1")
         page.page.wait_for_timeout(300)
         # the second picture's segmentation (a small picture: drawn from its maps)
@@ -512,6 +552,90 @@ def test_the_concept_widget_suggests_the_connected_concepts_while_it_is_edited(s
         page.page.keyboard.press("Enter" if mode == "canvas" else "Tab")  # the prompt box / the input commits
         page.page.wait_for_timeout(300)
         assert page.widget("concept") == "sky, m"
+        errors = page.errors()
+    finally:
+        page.page.close()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_video_gets_a_frame_slider_that_shows_and_ranks_the_chosen_frame(server, browser, mode, tmp_path_factory):
+    """Two HunyuanVideo 1.5 videos of 9 frames (tiny stand-in, 96 x 64): the payload says 9 frames
+    per video; the node shows a frame slider (frame 1 of 9) and a batch menu of the videos; dragging
+    the slider shows another frame's segmentation (drawn from that frame's maps, checked against the
+    payload decoded in Python) and does not move the node; pointing ranks that frame's concepts and a
+    click picks its strongest one; the batch menu chooses the second video at the same frame."""
+    from workflow_layouts import missing_in_this_comfyui
+    reason = missing_in_this_comfyui(VIDEO_WORKFLOW)
+    if reason:
+        pytest.skip(reason)
+    _set(server, {"Comfy.VueNodes.Enabled": mode == "vue"})
+    page = Page(browser, server, _video_graph(server.get("/object_info"), videos=2))
+    try:
+        prompt_id = page.queue()
+        page.wait_preview()
+        page.focus_saliency()
+        payload = page.payload()
+        assert payload == server.get(f"/history/{prompt_id}")[prompt_id]["outputs"][SALIENCY]["concept_saliency"][0]
+        assert (payload["frames"], payload["videos"], payload["batch"]) == (9, 2, 18) and len(payload["maps"]) == 18
+        assert payload["size"] == [64, 96] and payload["cell"] == 1
+        assert _frame_slider(page) == {"shown": True, "value": 0, "max": 8, "label": "frame 1 of 9"}
+        assert page.page.is_visible(".ca-batch")
+        assert page.page.eval_on_selector_all(".ca-batch option", "o => o.map(x => x.textContent)") == [
+            "video 1 of 2", "video 2 of 2"]
+        colours, decided = _segmentation_colours(payload, 0)
+        np.testing.assert_array_equal(page.shown_pixels()[decided], colours[decided])
+
+        # drag the slider's thumb from the first frame to the last, as a user does
+        node_pos = page.page.evaluate("(id) => [...window.app.graph.getNodeById(Number(id)).pos]", SALIENCY)
+        left, top, width, height = page.page.evaluate("""() => { const r = document.querySelector('.ca-frame')
+            .getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }""")
+        page.page.mouse.move(left + 4, top + height / 2)
+        page.page.mouse.down()
+        page.page.mouse.move(left + width / 2, top + height / 2, steps=5)
+        middle = _frame_slider(page)["value"]
+        page.page.mouse.move(left + width - 2, top + height / 2, steps=5)
+        page.page.mouse.up()
+        page.page.wait_for_timeout(300)
+        assert 0 < middle < 8, f"dragging to the middle showed frame {middle}"
+        assert _frame_slider(page) == {"shown": True, "value": 8, "max": 8, "label": "frame 9 of 9"}
+        assert page.page.evaluate("(id) => [...window.app.graph.getNodeById(Number(id)).pos]", SALIENCY) == node_pos, (
+            "dragging the slider moved the node")
+        last, decided_last = _segmentation_colours(payload, 8)
+        differs = decided & decided_last & (last != colours).any(axis=-1)
+        assert differs.any(), "the first and the last frame's segmentations are alike"
+        shown = page.page.evaluate("(id) => window.app.graph.getNodeById(Number(id)).conceptPanel.batch", SALIENCY)
+        assert shown == 8
+        np.testing.assert_array_equal(page.shown_pixels()[decided_last], last[decided_last])
+
+        # a token where the last frame's strongest concept is not the first frame's: the ranking is the last's
+        first = {(r, c): ranking for r, c, ranking in _clear_tokens(payload, 0.0, index=0)}
+        row, col, ranking = next(t for t in _clear_tokens(payload, 0.05, index=8)
+                                 if first[t[0], t[1]][0][0] != t[2][0][0])
+        point = page.screen_point(payload, col, row)
+        page.page.mouse.move(*point)
+        page.page.wait_for_timeout(200)
+        shots = tmp_path_factory.mktemp(f"node_ui_video_{mode}")
+        page.page.screenshot(path=str(shots / "last_frame_ranking.png"))
+        print(f"frontend mode {mode}: screenshot {shots / 'last_frame_ranking.png'}")
+        shown = [tuple(line) for line in page.shown_ranking()]
+        assert shown and shown == [(n, _share_text(v)) for n, v in ranking][:len(shown)], (row, col)
+        page.page.mouse.click(*point)
+        assert page.widget("concept") == ranking[0][0]
+
+        # the second video at the same frame
+        page.page.select_option(".ca-batch", "1")
+        page.page.wait_for_timeout(300)
+        assert _frame_slider(page)["value"] == 8
+        assert page.page.evaluate("(id) => window.app.graph.getNodeById(Number(id)).conceptPanel.batch",
+                                  SALIENCY) == 9 + 8
+        second, decided_second = _segmentation_colours(payload, 17)
+        np.testing.assert_array_equal(page.shown_pixels()[decided_second], second[decided_second])
+        other = next(t for t in _clear_tokens(payload, 0.05, index=17))
+        page.page.mouse.move(*page.screen_point(payload, other[1], other[0]))
+        page.page.wait_for_timeout(200)
+        shown = [tuple(line) for line in page.shown_ranking()]
+        assert shown and shown == [(n, _share_text(v)) for n, v in other[2]][:len(shown)]
         errors = page.errors()
     finally:
         page.page.close()
