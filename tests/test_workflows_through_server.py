@@ -290,10 +290,22 @@ def _skip_without_flux2(path):
 
 
 def _save_example_photo(server):
-    """The photo the photo workflows load (LoadImage 'example.png'): 104x72, random."""
+    """The photo the photo workflows load (LoadImage 'example.png'): 104x72, random; and the clip the
+    video workflows load (LoadVideo 'example.mp4'): 9 frames of 96x64 (3 latent frames), 8 fps."""
+    import av
     from PIL import Image
-    Image.fromarray((np.random.default_rng(1).random((72, 104, 3)) * 255).astype(np.uint8)).save(
-        server.base / "input" / "example.png")
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((72, 104, 3)) * 255).astype(np.uint8)).save(server.base / "input" / "example.png")
+    clip = server.base / "input" / "example.mp4"
+    if clip.exists():
+        return
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = SMALL[0], SMALL[1], "yuv420p"
+        for _ in range(9):
+            frame = av.VideoFrame.from_ndarray((rng.random((SMALL[1], SMALL[0], 3)) * 255).astype(np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -307,7 +319,7 @@ def test_shipped_workflow_runs_headless(server, path):
     saved = [node for node, out in entry["outputs"].items() if out.get("images")]
     assert saved, "the workflow produced no images"
     save_nodes = [n for n, node in api.items() if node["class_type"] == "SaveImage"]
-    if any(node["class_type"] == "LoadImage" for node in api.values()):
+    if any(node["class_type"] in ("LoadImage", "LoadVideo") for node in api.values()):
         # the photo is scaled down for Flux; what is saved is at the photo's own size
         for node_id in save_nodes:
             assert _image_sizes(server, entry, node_id) == [(104, 72)], api[node_id]
@@ -450,16 +462,21 @@ def test_qwen_image_edit_reference_photo_gets_masks_at_the_references_size(serve
     assert text.startswith("maps captured while sampling") and text.endswith("of reference image 1")
 
 
-def test_hunyuan_video_workflow_masks_and_recolours_every_frame(server):
-    """The HunyuanVideo 1.5 workflow on 9 frames (3 latent frames): Concept Mask gives 9 masks, one per
-    frame, at the frames' size, and the recoloured frames (9) reach CreateVideo / SaveVideo."""
+@pytest.mark.parametrize("stem,masks,frames,video", [
+    ("hunyuan_video15_generate_mask_recolour", "13", "18", "20"),  # generated: maps captured while sampling
+    ("hunyuan_video15_clip_mask_background", "11", "16", "18"),  # a loaded clip: maps from its latent
+])
+def test_hunyuan_video_workflows_mask_and_change_every_frame(server, stem, masks, frames, video):
+    """The HunyuanVideo 1.5 workflows on 9 frames (3 latent frames): Concept Mask gives 9 masks, one
+    per frame, at the frames' size, and the 9 changed frames reach CreateVideo / SaveVideo."""
     import json
-    path = ROOT_WORKFLOWS / "api" / "hunyuan_video15_generate_mask_recolour.json"
+    path = ROOT_WORKFLOWS / "api" / f"{stem}.json"
     _skip_without_flux2(path)
+    _save_example_photo(server)
     api = _with_stand_ins(json.loads(path.read_text()))
-    api["test_masks"] = {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}}
-    api["test_frames"] = {"class_type": "PreviewImage", "inputs": {"images": ["18", 0]}}
+    api["test_masks"] = {"class_type": "PreviewImage", "inputs": {"images": [masks, 0]}}
+    api["test_frames"] = {"class_type": "PreviewImage", "inputs": {"images": [frames, 0]}}
     entry = server.run(api)
     for node in ("test_masks", "test_frames"):
         assert _image_sizes(server, entry, node) == [SMALL] * 9, node
-    assert entry["outputs"]["20"]["images"], "SaveVideo wrote no video"
+    assert entry["outputs"][video]["images"], "SaveVideo wrote no video"

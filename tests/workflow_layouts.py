@@ -108,7 +108,8 @@ SIZES = {
 }
 # the video workflow's nodes
 SIZES.update({"ModelSamplingSD3": [300, 62], "EmptyHunyuanVideo15Latent": [300, 146], "ConceptMask": [320, 490],
-              "CreateVideo": [300, 110], "SaveVideo": [420, 460]})
+              "CreateVideo": [300, 110], "SaveVideo": [420, 460], "LoadVideo": [340, 420],
+              "GetVideoComponents": [300, 110]})
 NOTE_SIZE = [420, 330]
 
 LOADERS = {"title": "1. Load models", "columns": [["1", "2", "3"]]}
@@ -350,6 +351,29 @@ What to change:
                "11": "Concept Mask (one per frame)", "13": "Feather: mask to image", "14": "Feather: blur",
                "15": "Feather: back to mask", "16": "The new colour", "17": "Tint the frames",
                "18": "Paste the tinted part", "19": "Frames to video (24 fps)"},
+}
+
+LAYOUTS["hunyuan_video15_clip_mask_background"] = {
+    "needs_hunyuan15": True,  # ComfyUI 0.29's HunyuanVideo 1.5; the tests skip it on 0.3.64
+    "stages": [
+        [note("""
+HunyuanVideo 1.5 on a video you load: mask a concept in every frame with the maps computed from the clip itself (its latent noised half-way, one forward pass per seed; no generation), and darken everything else frame by frame. The model files are those of ComfyUI's HunyuanVideo 1.5 720p text-to-video template.
+
+What to change:
+- 2: your clip (Load Video; its frames are encoded by the model's VAE: 4n + 1 frames, the rest is cut, at a size that is a multiple of 16).
+- 3: Concept Attention's concepts: name what is in the clip (person, face, clothes, ... and background). Concept Mask's concept: the one to keep (invert: everything else is masked). seed_count: more seeds, cleaner masks, slower.
+- 4: GrowMask expand and ImageBlur blur_radius / sigma (how soft the edge is).
+- 5: the colour and Image Blend's blend_mode / blend_factor (multiply darkens).
+"""), {"title": "1. Load models", "columns": [["1", "2", "3"], ["4"]]}],
+        [{"title": "2. Load the clip", "columns": [["6", "7", "8"]]}],
+        [{"title": "3. Mask by concept, every frame", "columns": [["5", "9"]]}],
+        [{"title": "4. Grow and feather the masks", "columns": [["10", "11", "12", "13"]]}],
+        [{"title": "5. Darken the masked part", "columns": [["14", "15", "16"], ["17", "18"]]}],
+    ],
+    "titles": {"4": "Shift (ModelSamplingSD3)", "9": "Concept Mask (the clip, 2 seeds)",
+               "11": "Feather: mask to image", "12": "Feather: blur", "13": "Feather: back to mask",
+               "14": "The new colour", "15": "Darken the frames", "16": "Paste the darkened part",
+               "17": "Frames to video (the clip's fps)"},
 }
 
 
