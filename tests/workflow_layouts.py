@@ -121,6 +121,7 @@ def note(text: str, size=None) -> dict:
 
 LAYOUTS = {
     "photo_mask_new_background": {
+        "ignored_by_0_3_64": ["ImageScaleToTotalPixels.resolution_steps"],  # an input 0.29 added (0.3.64 ignores it)
         "stages": [
             [note("""
 Cut a person (or anything you name) out of a photo and put it on a new background.
@@ -240,6 +241,7 @@ What to change:
                    "21": "Paste the repainted part"},
     },
     "qwen_image_edit_mask_photo": {
+        "ignored_by_0_3_64": ["ImageScaleToTotalPixels.resolution_steps", "CFGNorm.pre_cfg"],  # inputs 0.29 added
         "stages": [
             [note("""
 Qwen-Image-Edit 2509: mask one thing in a photo by concept (e.g. the jacket), then edit only there with an instruction, and put the edited part back into the photo at its own size. Loaders, shift (ModelSamplingAuraFlow 3), CFGNorm, the two TextEncodeQwenImageEditPlus and the sampler are those of ComfyUI's Qwen-Image-Edit 2509 template without its Lightning LoRA: 20 steps, cfg 4, euler, simple.
