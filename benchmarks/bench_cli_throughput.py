@@ -26,7 +26,7 @@ from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != ROOT]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 spec = importlib.util.spec_from_file_location("concept_attention_pack", ROOT / "__init__.py",
                                               submodule_search_locations=[str(ROOT)])
 pack = importlib.util.module_from_spec(spec)
@@ -74,7 +74,7 @@ def main() -> None:
         tasks.append(engine.MaskTask(path.name, path, CONCEPTS))
     base = work / "base"
     (base / "custom_nodes").mkdir(parents=True)
-    os.symlink(ROOT / "tests" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
+    os.symlink(ROOT / "tests" / "support" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
     settings = engine.Settings(workflow=tiny_workflow(work / "tiny.json"), seed_count=options.seeds,
                                base_directory=base)
 

@@ -278,7 +278,7 @@ def parse_args():
 
 def start(args):
     """ComfyUI in-process (CPU mode unless --device cuda), then the pack as a package."""
-    sys.path[:0] = [args.comfyui, str(ROOT / "tests")]
+    sys.path[:0] = [args.comfyui, str(ROOT / "tests" / "support")]
     import comfy.cli_args
     comfy.cli_args.args.cpu = args.device == "cpu"
     import comfy.model_management  # noqa: F401  (reads args.cpu at import)

@@ -34,8 +34,12 @@ SKIP_REASON = ("ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see R
                "to run the integration tests")
 
 _load_pack()
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+# The tests by layer (unit: pure torch; comfy: inside ComfyUI; server: a real server; browser: its
+# frontend) and their shared support (tiny models per family, references, stand-in nodes, the test
+# server): importable by name from any of them.
+for _folder in ("support", "unit", "comfy", "server", "browser"):
+    if str(TESTS / _folder) not in sys.path:
+        sys.path.insert(0, str(TESTS / _folder))
 
 
 def _start_comfy(path: pathlib.Path) -> None:

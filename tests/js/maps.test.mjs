@@ -1,5 +1,5 @@
 // node --test tests/js : the pure modules of the node UI (js/maps.js), against payloads written by
-// the python encoder (tests/js/payload_fixture.json, checked by tests/test_ui_payload.py).
+// the python encoder (tests/js/payload_fixture.json, checked by tests/server/test_ui_payload.py).
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";

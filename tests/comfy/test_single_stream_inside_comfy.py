@@ -1,7 +1,7 @@
 """The pack on the single-stream families inside real ComfyUI 0.29, on tiny random models built from
 ComfyUI's own classes: Z-Image (padding to 32 tokens, z_image modulation), Lumina 2 (grouped-query
 attention, SiLU adaLN) and Krea 2 (gated GQA attention, text fusion). The float32 references
-(tests/reference_single_stream.py) reproduce ComfyUI's layers; the maps equal them while sampling
+(tests/support/reference_single_stream.py) reproduce ComfyUI's layers; the maps equal them while sampling
 and on the encode path; the sampled latent is bit-identical with and without the patch.
 On 0.3.64 (no Krea 2, a NextDiT without block_index) the Lumina 2 model is refused with the reason."""
 from __future__ import annotations

@@ -18,7 +18,7 @@ from conftest import COMFYUI, comfyui_version
 
 pytestmark = pytest.mark.comfy
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "workflows" / "api").glob("*.json"))
 
 

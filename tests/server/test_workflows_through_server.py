@@ -247,7 +247,7 @@ def _checkpoint_stand_in(inputs):
     raise ValueError(f"no stand-in for the checkpoint {name!r}")
 
 
-# The real loaders -> tiny stand-ins (tests/stand_in_nodes) by file name: Flux.1 dev/schnell with
+# The real loaders -> tiny stand-ins (tests/support/stand_in_nodes) by file name: Flux.1 dev/schnell with
 # t5xxl + clip_l and ae (8x, 16 channels); Flux.2 Klein with qwen_3_4b (type flux2) and flux2-vae
 # (16x, 128 channels); an SD3 / SD3.5 checkpoint (its MODEL, CLIP and VAE: a tiny MMDiT of that
 # variant, the SD3 triple CLIP, the 8x 16-channel VAE); Qwen-Image and Qwen-Image-Edit 2509 (one tiny
@@ -259,7 +259,7 @@ STAND_INS = {"UNETLoader": _unet_stand_in,
              "CLIPLoader": _clip_stand_in,
              "VAELoader": _vae_stand_in,
              "CheckpointLoaderSimple": _checkpoint_stand_in}
-SHIPPED = sorted((ROOT_WORKFLOWS := __import__("pathlib").Path(__file__).resolve().parent.parent / "workflows").glob("api/*.json"))
+SHIPPED = sorted((ROOT_WORKFLOWS := __import__("pathlib").Path(__file__).resolve().parents[2] / "workflows").glob("api/*.json"))
 SMALL = (96, 64)  # the generated pictures' size in these runs
 
 
@@ -405,7 +405,7 @@ def test_shipped_ui_workflows_match_their_api_versions_and_are_listed(server):
     for path in SHIPPED if version == UI_GENERATED_WITH else []:
         shipped_ui = json.loads((ROOT_WORKFLOWS / path.name).read_text())
         assert shipped_ui == ui_workflow.ui_for(path, object_info), (
-            f"{path.name}: regenerate the UI workflow with `python tests/ui_workflow.py <server>`")
+            f"{path.name}: regenerate the UI workflow with `python tests/support/ui_workflow.py <server>`")
     templates = server.get("/workflow_templates")
     assert sorted(templates["comfyui-conceptattention"]) == sorted(p.stem for p in SHIPPED)
 

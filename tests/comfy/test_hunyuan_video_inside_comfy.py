@@ -1,5 +1,5 @@
 """The pack on HunyuanVideo (1.0 and 1.5) inside real ComfyUI 0.29, on tiny random models built from
-ComfyUI's own classes: the float32 reference (tests/reference_hunyuan.py) reproduces ComfyUI's double
+ComfyUI's own classes: the float32 reference (tests/support/reference_hunyuan.py) reproduces ComfyUI's double
 blocks; the maps, [B, C, T, h, w] on the latent frames, equal it while sampling and on the encode
 path; the sampled video is bit-identical with and without the patch; per-frame masks follow the VAE's
 frames (latent frame 0 -> frame 0, latent frame k -> frames 4k-3 .. 4k)."""

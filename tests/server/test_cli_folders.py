@@ -58,7 +58,7 @@ def dataset(tmp_path_factory):
     workflow_file.write_text(json.dumps(tiny_workflow()))
     base = root / "base"  # a ComfyUI --base-directory with the stand-in loaders, for the in-process runs
     (base / "custom_nodes").mkdir(parents=True)
-    os.symlink(ROOT / "tests" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
+    os.symlink(ROOT / "tests" / "support" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
     return {"root": root, "pictures": pictures, "workflow": workflow_file, "base": base}
 
 

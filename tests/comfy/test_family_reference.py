@@ -1,5 +1,5 @@
 """The Flux.2 (dev, Klein) and Chroma test models and references, checked against real ComfyUI
-0.29: the tiny models sample; the independent float32 references (tests/reference.py) reproduce
+0.29: the tiny models sample; the independent float32 references (tests/support/reference.py) reproduce
 every double block of the real model (image and prompt streams, the joint attention's image rows,
 the text-side modulation) within 1e-5; and an oracle checks the references' concept streams.
 

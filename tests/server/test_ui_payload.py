@@ -195,7 +195,7 @@ def test_node_ui_payload_matches_the_masks_and_a_cached_run_sends_it_again(serve
     assert _picture(server, again["saliency"]["concept_saliency"][0]["overlays"][5]).shape == (64, 96, 3)
 
 
-FIXTURE = __import__("pathlib").Path(__file__).resolve().parent / "js" / "payload_fixture.json"
+FIXTURE = __import__("pathlib").Path(__file__).resolve().parents[1] / "js" / "payload_fixture.json"
 
 
 def fixture_payloads() -> dict:

@@ -23,7 +23,7 @@ from conftest import COMFYUI, comfyui_version
 
 pytestmark = pytest.mark.comfy
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "workflows").glob("*.json"))
 MODES = ["canvas", "vue"] if comfyui_version().startswith("0.29") else ["canvas"]
 PREVIEW_PICTURE = "concept_preview.png"  # the segmentation the preview shows (in the server's input folder)

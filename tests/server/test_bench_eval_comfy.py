@@ -1,5 +1,5 @@
 """`concept_masks.py eval` end to end against real ComfyUI with the tiny stand-in models: a
-synthetic PascalVOC tree (real formats, tests/test_bench_datasets.py) scored through a real
+synthetic PascalVOC tree (real formats, tests/unit/test_bench_datasets.py) scored through a real
 server's HTTP API and in-process; both paths must give the same report. The tiny Flux has two
 double blocks, so `--blocks all` replaces the protocol's 14-17/14-18 (the report says so)."""
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_eval_on_a_server_and_in_process_gives_one_report(server, tmp_path):
     workflow.write_text(json.dumps(tiny_workflow()))
     base = tmp_path / "base"
     (base / "custom_nodes").mkdir(parents=True)
-    os.symlink(ROOT / "tests" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
+    os.symlink(ROOT / "tests" / "support" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
     common = ["eval", voc, "--workflow", workflow, "--blocks", "all"]
     on_server = run_tool(*common, "--out", tmp_path / "server", "--server", server.url)
     in_process = run_tool(*common, "--out", tmp_path / "local", "--comfyui", COMFYUI, "--base-directory", base)

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class ComfyServer:
@@ -21,7 +21,7 @@ class ComfyServer:
         (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
         (base / "input").mkdir(exist_ok=True)
         os.symlink(ROOT, base / "custom_nodes" / "comfyui-conceptattention")
-        os.symlink(ROOT / "tests" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
+        os.symlink(ROOT / "tests" / "support" / "stand_in_nodes", base / "custom_nodes" / "test_stand_ins")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]

@@ -1,5 +1,5 @@
 """The pack on Qwen-Image inside real ComfyUI, both versions, on tiny random models built from
-ComfyUI's own classes: the float32 reference (tests/reference_qwen.py) reproduces ComfyUI's blocks;
+ComfyUI's own classes: the float32 reference (tests/support/reference_qwen.py) reproduces ComfyUI's blocks;
 the maps equal it while sampling and on the encode path (concepts at RoPE position txt_start); the
 sampled latent is bit-identical with and without the patch, also with reference latents (edit)."""
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """How the shipped UI workflows are laid out: stages left to right, each a stack of titled
 groups (with columns of node ids) and notes. Node inputs come from workflows/api/*.json only;
 this file adds what the UI format has and the API format has not: positions (computed from the
-sizes below by tests/ui_workflow.py), groups, notes, node titles and the loaders' download
+sizes below by tests/support/ui_workflow.py), groups, notes, node titles and the loaders' download
 metadata. Sizes are at least what both tested frontends (1.27.10 with ComfyUI 0.3.64, 1.47.10
 with 0.29, there in both node modes: LiteGraph and Vue nodes, whose widget rows are taller) compute
 for the node's widgets, and Concept Saliency's hold its preview after a run;
-tests/test_browser_workflows.py checks it."""
+tests/browser/test_browser_workflows.py checks it."""
 from __future__ import annotations
 
 # Copied from ComfyUI's own template flux_schnell_full_text_to_image.json (the same entries are in

@@ -17,7 +17,7 @@ from test_browser_workflows import IGNORED_ERRORS, READY, browser  # noqa: F401 
 
 pytestmark = pytest.mark.comfy
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 # node id -> the page's title, and the pictures it shows (relative to js/docs/)
 PAGES = {
     "ConceptAttentionFlux": ("Concept Attention", []),

@@ -1,5 +1,5 @@
 """The pack on SD3 / SD3.5 (ComfyUI's MMDiT) inside real ComfyUI, both versions, on tiny random models
-built from ComfyUI's own classes: the float32 reference (tests/reference_sd3.py) reproduces ComfyUI's
+built from ComfyUI's own classes: the float32 reference (tests/support/reference_sd3.py) reproduces ComfyUI's
 joint blocks; the maps equal it while sampling and on the encode path; the sampled latent is
 bit-identical with and without the patch; the concepts are read from the CLIP-L/G part of the SD3
 text encoder; bad inputs are refused with the input named."""

@@ -28,7 +28,7 @@ from test_browser_workflows import IGNORED_ERRORS, READY, browser  # noqa: F401 
 
 pytestmark = pytest.mark.comfy
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOW = "flux_generate_mask_inpaint"
 VIDEO_WORKFLOW = "hunyuan_video15_generate_mask_recolour"
 SALIENCY = "11"

@@ -1,6 +1,6 @@
 """The pack on CogVideoX 1.0 inside real ComfyUI 0.29, on tiny random models built from ComfyUI's own
 classes (the 5B layout with RoPE on video tokens, the 2B one with sin/cos positions; 1.5 refused): the float32
-reference (tests/reference_cogvideox.py) reproduces ComfyUI's blocks; the maps, [B, C, T, h, w], equal
+reference (tests/support/reference_cogvideox.py) reproduces ComfyUI's blocks; the maps, [B, C, T, h, w], equal
 it while sampling and on the encode path (a v-prediction DDPM model: noised as ComfyUI samples it);
 the sampled video is bit-identical with and without the patch."""
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Positions, groups, notes, titles and the loaders' model metadata come from workflow_layouts.py.
 Regenerate the shipped UI workflows after editing workflows/api/*.json or the layouts:
-    python tests/ui_workflow.py http://127.0.0.1:8188   (a ComfyUI with this pack loaded)
+    python tests/support/ui_workflow.py http://127.0.0.1:8188   (a ComfyUI with this pack loaded)
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import urllib.request
 
 from workflow_layouts import LAYOUTS, MODEL_LOADERS, MODEL_SOURCES, SIZES
 
-WORKFLOWS = pathlib.Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[2] / "workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
 

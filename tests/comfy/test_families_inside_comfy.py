@@ -1,5 +1,5 @@
 """The pack on Flux.2 dev, Flux.2 Klein and Chroma inside real ComfyUI 0.29 (tiny random models):
-maps equal the independent float32 reference of each family's equations (tests/reference.py, raw
+maps equal the independent float32 reference of each family's equations (tests/support/reference.py, raw
 weights, no pack code), the sampled latent is bit-identical with and without the patch, the
 encode path, the text encoders, and the same Python API as for Flux.1."""
 from __future__ import annotations
