@@ -12,7 +12,6 @@ loading ComfyUI) and the steady rate (pictures after the first, from the first r
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -27,11 +26,9 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != ROOT]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
-spec = importlib.util.spec_from_file_location("concept_attention_pack", ROOT / "__init__.py",
-                                              submodule_search_locations=[str(ROOT)])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["concept_attention_pack"] = pack
-spec.loader.exec_module(pack)
+from pack import load_pack  # noqa: E402  (tests/support: the one loader of the pack)
+
+load_pack(ROOT)
 from concept_attention_pack.cli import engine, workflow  # noqa: E402
 
 CONCEPTS = ["sky", "dog", "background"]

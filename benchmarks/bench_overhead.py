@@ -68,7 +68,6 @@ import argparse
 import contextlib
 import functools
 import gc
-import importlib.util
 import json
 import os
 import pathlib
@@ -282,9 +281,8 @@ def start(args):
     import comfy.cli_args
     comfy.cli_args.args.cpu = args.device == "cpu"
     import comfy.model_management  # noqa: F401  (reads args.cpu at import)
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = sys.modules[PACK] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from pack import load_pack  # tests/support (on sys.path above): the one loader of the pack
+    load_pack(ROOT)
 
 
 def build_model(args):

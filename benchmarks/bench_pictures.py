@@ -42,7 +42,6 @@ Prints a markdown table and writes benchmarks/results/<name>.json (git-ignored).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -74,11 +73,9 @@ def parse_args():
 
 
 def load_pack(path: str):
-    spec = importlib.util.spec_from_file_location(PACK, pathlib.Path(path) / "__init__.py",
-                                                  submodule_search_locations=[str(path)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+    from pack import load_pack as load
+    load(path)
     import importlib as il
     return il.import_module(f"{PACK}.nodes.masks"), il.import_module(f"{PACK}.nodes.render")
 

@@ -32,7 +32,6 @@ Prints a markdown table and writes benchmarks/results/refine.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -56,10 +55,9 @@ TOKEN = 16
 
 
 def load_pack():
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+    from pack import load_pack as load
+    load(ROOT)
     from concept_attention_pack.nodes import masks, refine  # noqa: E402  (pure torch, no ComfyUI)
     return masks, refine
 

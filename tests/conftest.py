@@ -2,7 +2,6 @@
 through COMFYUI_PATH (or /opt/ComfyUI). Tests marked `comfy` skip, with one reason, without it."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import sys
@@ -12,15 +11,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACK = "concept_attention_pack"
 TESTS = pathlib.Path(__file__).resolve().parent
-
-
-def _load_pack():
-    if PACK in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
 
 
 def comfyui_path() -> pathlib.Path | None:
@@ -33,13 +23,15 @@ COMFYUI = comfyui_path()
 SKIP_REASON = ("ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout (see README, 'Tests') "
                "to run the integration tests")
 
-_load_pack()
 # The tests by layer (unit: pure torch; comfy: inside ComfyUI; server: a real server; browser: its
 # frontend) and their shared support (tiny models per family, references, stand-in nodes, the test
 # server): importable by name from any of them.
 for _folder in ("support", "unit", "comfy", "server", "browser"):
     if str(TESTS / _folder) not in sys.path:
         sys.path.insert(0, str(TESTS / _folder))
+from pack import load_pack  # noqa: E402  (tests/support: the one loader of the pack)
+
+load_pack()
 
 
 def _start_comfy(path: pathlib.Path) -> None:
