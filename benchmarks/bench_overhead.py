@@ -295,7 +295,8 @@ def build_model(args):
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
-    from tiny_flux import flux2_config, flux_config
+    from tiny_flux import flux_config
+    from tiny_flux2 import flux2_config
     from tiny_qwen import qwen_config
     from tiny_sd3 import sd3_config
     from tiny_single_stream import krea2_config, z_image_config

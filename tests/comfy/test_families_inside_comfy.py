@@ -31,13 +31,15 @@ def api():
 
 @pytest.fixture(scope="module")
 def models():
-    from tiny_flux import build_chroma, build_flux2
+    from tiny_flux2 import build_flux2
+    from tiny_chroma import build_chroma
     return {"dev": build_flux2(seed=0, depth=3), "klein": build_flux2(seed=0, klein=True, depth=3),
             "chroma": build_chroma(seed=0, depth=3)}
 
 
 def _text_dim(family):
-    from tiny_flux import CHROMA_TEXT_DIM, FLUX2_TEXT_DIM
+    from tiny_flux2 import FLUX2_TEXT_DIM
+    from tiny_chroma import CHROMA_TEXT_DIM
     return CHROMA_TEXT_DIM if family == "chroma" else FLUX2_TEXT_DIM
 
 
@@ -46,7 +48,8 @@ def _embeddings(family):
 
 
 def _conditioning(family, seed):
-    from tiny_flux import random_chroma_conditioning, random_flux2_conditioning
+    from tiny_flux2 import random_flux2_conditioning
+    from tiny_chroma import random_chroma_conditioning
     if family == "chroma":
         return random_chroma_conditioning(tokens=6, seed=seed)
     return random_flux2_conditioning(tokens=6, seed=seed, guidance=3.5 if family == "dev" else None)
@@ -141,7 +144,9 @@ def test_concept_attention_node_encodes_concepts_with_the_family_text_encoder(mo
     documents them), and Concept Saliency gives masks for the sampled latent."""
     from concept_attention_pack.nodes.concept_nodes import ConceptAttention, ConceptSaliency
     from concept_attention_pack.nodes.patching import concept_store
-    from tiny_flux import own_token_positions, tiny_chroma_clip, tiny_flux2_clip, tiny_klein_clip
+    from tiny_flux import own_token_positions
+    from tiny_flux2 import tiny_flux2_clip, tiny_klein_clip
+    from tiny_chroma import tiny_chroma_clip
     clip = {"dev": tiny_flux2_clip, "klein": tiny_klein_clip, "chroma": tiny_chroma_clip}[family](seed=0)
     names = ["dog", "skyscraper window", "forêt"]
     patched = ConceptAttention.execute(models[family], clip, "\n".join(names), "last 4", 0.0, 1.0,

@@ -32,7 +32,8 @@ def _rel_error(actual, expected):
 
 
 def _build(family, **kwargs):
-    from tiny_flux import build_chroma, build_flux2
+    from tiny_flux2 import build_flux2
+    from tiny_chroma import build_chroma
     if family == "chroma":
         return build_chroma(seed=0, **kwargs)
     return build_flux2(seed=0, klein=family.startswith("klein"), txt_norm=family.endswith("txt_norm"), **kwargs)
@@ -44,7 +45,8 @@ def _latent(family, shape, batch=1, seed=0):
 
 
 def _conditioning(family, seed, tokens=6):
-    from tiny_flux import random_chroma_conditioning, random_flux2_conditioning
+    from tiny_flux2 import random_flux2_conditioning
+    from tiny_chroma import random_chroma_conditioning
     if family == "chroma":
         return random_chroma_conditioning(tokens=tokens, seed=seed)
     return random_flux2_conditioning(tokens=tokens, seed=seed, guidance=4.0 if family == "dev" else None)
@@ -77,7 +79,7 @@ def test_tiny_model_samples_a_non_square_latent_and_the_prompt_matters(models, f
 
 
 def test_dev_guidance_changes_the_sample_and_klein_ignores_it(models):
-    from tiny_flux import random_flux2_conditioning
+    from tiny_flux2 import random_flux2_conditioning
     dev = [_sample(models["dev"], "dev", random_flux2_conditioning(seed=1, guidance=g)) for g in (1.0, 4.0)]
     klein = [_sample(models["klein"], "klein", random_flux2_conditioning(seed=1, guidance=g)) for g in (1.0, 4.0)]
     assert _rel_error(dev[0], dev[1]) > 1e-4
@@ -155,7 +157,9 @@ def test_chroma_reference_applies_a_joint_attention_mask_like_the_model(models):
 @pytest.mark.parametrize("family", FAMILIES + ["klein_txt_norm"])
 def test_concept_stream_is_the_prompt_stream_when_concepts_are_the_prompt_at_position_zero(models, family):
     from reference import reference_for
-    from tiny_flux import CHROMA_TEXT_DIM, FLUX2_TEXT_DIM, capture_double_blocks
+    from tiny_flux import capture_double_blocks
+    from tiny_flux2 import FLUX2_TEXT_DIM
+    from tiny_chroma import CHROMA_TEXT_DIM
     chroma = family == "chroma"
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(1, 16 if chroma else 128, 6, 8 if chroma else 5, generator=generator)
@@ -256,8 +260,9 @@ def test_prompt_rows_reach_the_model_as_documented(models, family):
     """dev: the encoder's rows arrive left-padded with zero rows to 512 (a concept row p is model
     row p + 512 - L); Klein: the encoder already gives 512 rows (pad tokens on the right), passed
     as they are; Chroma: the T5 rows as they are."""
-    from tiny_flux import (FLUX2_PROMPT_LENGTH, chroma_conditioning, flux2_conditioning, own_token_positions,
-                           record_diffusion_calls, tiny_chroma_clip, tiny_flux2_clip, tiny_klein_clip)
+    from tiny_flux import own_token_positions, record_diffusion_calls
+    from tiny_flux2 import FLUX2_PROMPT_LENGTH, flux2_conditioning, tiny_flux2_clip, tiny_klein_clip
+    from tiny_chroma import chroma_conditioning, tiny_chroma_clip
     clip = {"klein": tiny_klein_clip, "dev": tiny_flux2_clip, "chroma": tiny_chroma_clip}[family](0)
     rows = clip.encode_from_tokens(clip.tokenize("a red dog"))
     model = models[family].clone()

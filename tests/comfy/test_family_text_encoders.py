@@ -27,7 +27,8 @@ KLEIN_PAD = 151643
 
 @pytest.fixture(scope="module")
 def clips():
-    from tiny_flux import tiny_chroma_clip, tiny_flux2_clip, tiny_klein_clip
+    from tiny_flux2 import tiny_flux2_clip, tiny_klein_clip
+    from tiny_chroma import tiny_chroma_clip
     return {"klein": tiny_klein_clip(0), "dev": tiny_flux2_clip(0), "chroma": tiny_chroma_clip(0)}
 
 
@@ -76,7 +77,8 @@ def test_flux2_word_tokens_are_the_chat_template_around_the_text(clips, family, 
 
 
 def test_klein_rows_are_512_with_right_padding(clips):
-    from tiny_flux import FLUX2_PROMPT_LENGTH, FLUX2_TEXT_DIM, own_token_positions
+    from tiny_flux import own_token_positions
+    from tiny_flux2 import FLUX2_PROMPT_LENGTH, FLUX2_TEXT_DIM
     clip = clips["klein"]
     ids = _token_ids(clip, "skyscraper window")
     last = own_token_positions(clip, "skyscraper window")[-1]
@@ -89,7 +91,7 @@ def test_klein_rows_are_512_with_right_padding(clips):
 
 
 def test_dev_rows_start_with_bos_and_are_not_padded(clips):
-    from tiny_flux import FLUX2_TEXT_DIM
+    from tiny_flux2 import FLUX2_TEXT_DIM
     clip = clips["dev"]
     ids = _token_ids(clip, "dog")
     assert ids[0] == 1 and 11 not in ids  # <s>; no <pad>
@@ -98,7 +100,8 @@ def test_dev_rows_start_with_bos_and_are_not_padded(clips):
 
 
 def test_chroma_rows_end_with_eos_and_are_not_padded(clips):
-    from tiny_flux import CHROMA_TEXT_DIM, own_token_positions
+    from tiny_flux import own_token_positions
+    from tiny_chroma import CHROMA_TEXT_DIM
     clip = clips["chroma"]
     ids = _token_ids(clip, "skyscraper window")
     assert ids[-1] == 1 and 0 not in ids  # </s>; no <pad>
