@@ -128,8 +128,10 @@ class Server:
 
     def withdraw(self) -> int:
         """Take this run's unfinished prompts off the server (an interrupted run): the queued ones
-        are deleted, a running one is interrupted (only if it is ours: /interrupt with its id).
-        Returns how many were withdrawn; a server that does not answer is left as it is."""
+        are deleted, a running one is interrupted (only if it is ours: /interrupt with its id), and
+        the history of those that finished before the run could collect them (a busy machine
+        finishes several between the last collection and the stop) is deleted, as collecting would
+        have. Returns how many were withdrawn; a server that does not answer is left as it is."""
         with self.lock:
             self.withdrawing = True
             prompt_ids, self.queued = sorted(self.queued), set()
@@ -142,6 +144,7 @@ class Server:
             self.post_json("/queue", {"delete": prompt_ids})
             for prompt_id in prompt_ids:
                 self.post_json("/interrupt", {"prompt_id": prompt_id})
+            self.post_json("/history", {"delete": prompt_ids})
         except (ServerGone, urllib.error.HTTPError):
             return 0
         return len(prompt_ids)

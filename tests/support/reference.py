@@ -29,9 +29,12 @@ def layer_norm(x):
     return F.layer_norm(x, x.shape[-1:], eps=1e-6)
 
 
+def rms(x, weight, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
 def rms_norm(weights, name, x):
-    scale = weights.get(f"{name}.scale", weights.get(f"{name}.weight"))
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * scale
+    return rms(x, weights.get(f"{name}.scale", weights.get(f"{name}.weight")), 1e-6)
 
 
 def modulation(weights, name, vec):
@@ -39,20 +42,19 @@ def modulation(weights, name, vec):
     return out.chunk(6, dim=-1)  # shift1, scale1, gate1, shift2, scale2, gate2
 
 
-def rotation_angles(ids, axes_dim, theta):
-    """ids [B, L, A] -> angles [B, L, D/2] (one angle per feature pair)."""
+def rotation_angles(ids, axes_dim, theta, dtype=torch.float32):
+    """ids [B, L, A] -> angles [B, L, D/2] (one angle per feature pair; axis a owns axes_dim[a]
+    features), computed in float64, returned in `dtype`."""
     angles = []
     for axis, dim in enumerate(axes_dim):
         omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
         angles.append(ids[..., axis:axis + 1].double() * omega)
-    return torch.cat(angles, dim=-1).float()
+    return torch.cat(angles, dim=-1).to(dtype)
 
 
 def rotate(x, angles):
     """x [B, H, L, D]: rotate consecutive feature pairs (x0, x1) by the angle of their pair."""
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    cos, sin = angles.cos()[:, None], angles.sin()[:, None]
-    return torch.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], dim=-1).flatten(-2)
+    return rotate_pairs(x, angles.cos(), angles.sin())
 
 
 def heads(x, num_heads):
@@ -67,9 +69,7 @@ def qkv(weights, prefix, x, num_heads):
 
 
 def attention(q, k, v):
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    out = weights @ v
-    return out.transpose(1, 2).flatten(2)
+    return masked_attention(q, k, v)
 
 
 def stream_update(weights, prefix, x, attn_out, mods):
@@ -175,18 +175,10 @@ def rms_norm_eps(module) -> float:
     return torch.finfo(torch.float32).eps if eps is None else float(eps)
 
 
-def rms(x, weight, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
 def rope_cos_sin(ids, axes_dim, theta):
-    """ids [B, L, A] -> (cos, sin) [B, L, D/2], angles in float64 then cast, as ComfyUI builds its
-    rotation matrices (one angle per consecutive feature pair; axis a owns axes_dim[a] features)."""
-    angles = []
-    for axis, dim in enumerate(axes_dim):
-        omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-        angles.append(ids[..., axis:axis + 1].double() * omega)
-    angles = torch.cat(angles, dim=-1)
+    """ids [B, L, A] -> (cos, sin) [B, L, D/2] of float64 angles, then cast, as ComfyUI builds its
+    rotation matrices."""
+    angles = rotation_angles(ids, axes_dim, theta, torch.float64)
     return angles.cos().float(), angles.sin().float()
 
 

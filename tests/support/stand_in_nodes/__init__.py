@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from tiny_flux import build_flux, tiny_clip, tiny_klein_clip  # noqa: E402
+from tiny_flux import build_flux, tiny_clip  # noqa: E402
+from tiny_flux2 import tiny_klein_clip  # noqa: E402
 from tiny_flux2 import build_flux2
 from tiny_sd3 import VARIANTS as SD3_VARIANTS, build_sd3, tiny_sd3_clip  # noqa: E402
 from tiny_qwen import build_qwen_image  # noqa: E402
