@@ -1,5 +1,5 @@
-"""Cost of ConceptAttention on a Flux.1, Flux.2, SD3.5 Large, Qwen-Image, Z-Image or Krea 2 with the real block
-width, inside real ComfyUI.
+"""Cost of ConceptAttention on a Flux.1, Flux.2, SD3.5 Large, Qwen-Image, Z-Image, Krea 2, HunyuanVideo 1.0 or
+CogVideoX-5B with the real block width, inside real ComfyUI.
 
 The model is a Flux.1 dev with the real block width (hidden 3072, 24 heads, MLP ratio 4, text
 context 4096, pooled 768), a Flux.2 (Klein 4B, dev), an SD3.5 Large (ComfyUI's MMDiT: hidden
@@ -9,7 +9,11 @@ Qwen2.5-VL 7B, 60 dual-stream blocks, optionally with reference latents as the e
 them), a Z-Image (ComfyUI's NextDiT as model_detection derives it from Z-Image Turbo: dim 3840 = 30
 heads of 128, no GQA, 30 single-stream layers, caption width 2560 from Qwen3 4B) or a Krea 2 (ComfyUI's
 krea2.SingleStreamDiT: 6144 = 48 heads of 128, 12 KV heads, 28 single-stream blocks, context 12 x 2560
-from 12 tapped Qwen3-VL 4B layers through its text fusion transformer), random weights and a chosen
+from 12 tapped Qwen3-VL 4B layers through its text fusion transformer), a HunyuanVideo 1.0 (ComfyUI's
+hunyuan_video.HunyuanVideo: Flux's double + single blocks at 3072 = 24 heads of 128, its token refiner over
+llava-llama3's 4096-wide rows, pooled CLIP-L 768, guidance embedding, patch [1, 2, 2]) or a CogVideoX-5B (ComfyUI's
+cogvideo.CogVideoXTransformer3DModel: 3072 = 48 heads of 64, expert blocks whose text and video share the weights,
+time embedding 512, T5 4096 wide padded to 226 tokens, RoPE on the video tokens), random weights and a chosen
 number of blocks. In one process, and interleaved (each round
 runs the plain model, then every patched configuration; medians over --repeats rounds), it measures:
 
@@ -36,6 +40,10 @@ Prints markdown tables and writes benchmarks/results/<name>.json.
     python benchmarks/bench_overhead.py --preset z-image-gpu                   # 30 layers, bf16, CUDA
     python benchmarks/bench_overhead.py --preset krea2-cpu                     # Krea 2 width, 2 of its 28 blocks
     python benchmarks/bench_overhead.py --preset krea2-gpu                     # 28 blocks, bf16, CUDA
+    python benchmarks/bench_overhead.py --preset hunyuan-video-cpu             # HunyuanVideo width, 2 double + 1 single
+    python benchmarks/bench_overhead.py --preset hunyuan-video-gpu             # 20 + 40 blocks, bf16, CUDA
+    python benchmarks/bench_overhead.py --preset cogvideox-cpu                 # CogVideoX-5B width, 2 of its 42 blocks
+    python benchmarks/bench_overhead.py --preset cogvideox-gpu                 # 42 blocks, bf16, CUDA
 
 SD3 (ComfyUI's MMDiT) derives its width from its depth (hidden = 64 x depth, heads = depth); the
 model is built with depth 38 for the width and num_blocks = --depth joint blocks. --hidden (a
@@ -61,6 +69,18 @@ text fusion transformer (2560 wide, 20 heads), as the concepts are. Z-Image need
 256 (its adaLN input is min(hidden, 256) wide, its timestep embedder gives 256); both need a head dim
 (hidden / heads) that is a multiple of 16 (their RoPE axes); Krea 2 smoke widths take heads / 4 KV
 heads where heads divide by 4 (its 48:12), else 1.
+
+HunyuanVideo 1.0 and CogVideoX-5B are video models: --sizes are square frame sizes, --frames the latent frames
+(default 9: 33 video frames through their causal VAEs, 1 + 4 (T - 1)); latents [B, 16, frames, h, w], tokens
+frames x (size / 16)^2 (frame-major). HunyuanVideo: --depth of its 20 double blocks, --single of its 40 single
+blocks; its prompt is llava-llama3 rows after ComfyUI drops the template's system part, unpadded (default
+--text-tokens 64), through its token refiner (2 blocks), as the concepts are (each a one-token prompt); the
+pooled CLIP-L vector and the guidance (sampling 3.5; the encode path 0) go into its vec. CogVideoX: --depth of
+its 42 expert blocks (--single 0); its prompt is T5 rows padded to 226 (default --text-tokens 226); the pack does
+a block's concept work inside the block's one attention call, as for Z-Image. It is v-prediction DDPM
+(ComfyUI's model_sampling noises and scales the input; sampling: euler, simple, as for the others). Smoke widths:
+HunyuanVideo heads of 128 (hidden / 128; head dim a multiple of 32: its RoPE axes [hd/8, 7hd/16, 7hd/16]),
+CogVideoX heads of 64 (hidden / 64).
 """
 from __future__ import annotations
 
@@ -116,6 +136,16 @@ PRESETS = {
                       steps_check="", repeats=3),
     "krea2-gpu": dict(family="krea2", device="cuda", dtype="bf16", depth=28, single=0, sizes="512,1024", steps=4,
                       steps_check="4,28", repeats=5),
+    # HunyuanVideo 1.0: 20 double + 40 single blocks; CogVideoX-5B: 42 expert blocks. Video: 9 latent frames (33
+    # video frames) by default. On CPU 2 double + 1 single / 2 blocks at a small frame size (every block is alike).
+    "hunyuan-video-cpu": dict(family="hunyuan-video", device="cpu", dtype="fp32", depth=2, single=1, sizes="128",
+                              steps=1, steps_check="", repeats=2),
+    "hunyuan-video-gpu": dict(family="hunyuan-video", device="cuda", dtype="bf16", depth=20, single=40,
+                              sizes="256,512", steps=4, steps_check="4,28", repeats=5),
+    "cogvideox-cpu": dict(family="cogvideox", device="cpu", dtype="fp32", depth=2, single=0, sizes="128", steps=1,
+                          steps_check="", repeats=2),
+    "cogvideox-gpu": dict(family="cogvideox", device="cuda", dtype="bf16", depth=42, single=0, sizes="256,480",
+                          steps=4, steps_check="4,28", repeats=5),
 }
 # Real widths per family: architecture, hidden size, heads (head dim 128; SD3: 64), text width (the encoder's
 # hidden states; Flux.2 stacks three layers; SD3: CLIP-L/G zero-padded to T5's 4096, then T5; Qwen-Image:
@@ -150,9 +180,23 @@ FAMILIES = {
     "krea2": dict(label="Krea 2", arch="krea2", hidden=6144, heads=48, kv_heads=12, text=KREA2_TXT_LAYERS * 2560,
                   txt_dim=2560, txt_layers=KREA2_TXT_LAYERS, txt_heads=20, pooled=None, channels=16, scale=8, patch=2,
                   guidance=False, mlp=4.0, blocks="last 7;all", text_tokens=64),
+    # HunyuanVideo 1.0 (T2V): Flux's blocks (GELU-tanh MLP 4, RMS QK-norm, qkv bias), the token refiner (2 blocks) on
+    # the llava-llama3 rows, pooled CLIP-L 768, guidance embedding, patch [1, 2, 2]; latents [B, 16, T, h, w]. The
+    # pack's default is the last fifth (20 -> last 4).
+    "hunyuan-video": dict(label="HunyuanVideo 1.0", arch="hunyuan", hidden=3072, heads=24, text=4096, pooled=768,
+                          channels=16, scale=8, patch=2, guidance=True, mlp=4.0, blocks="last 4;all", text_tokens=64,
+                          video=True),
+    # CogVideoX-5B: expert blocks (shared q/k/v, LayerNorm QK-norm, GELU-tanh feed-forward 4; per half adaLN from the
+    # 512-wide time embedding), T5 padded to 226, RoPE on the video tokens; latents [B, 16, T, h, w]; v-prediction
+    # DDPM. The pack's default is the last fifth (42 -> last 9).
+    "cogvideox": dict(label="CogVideoX-5B", arch="cogvideox", hidden=3072, heads=48, text=4096, pooled=None,
+                      channels=16, scale=8, patch=2, guidance=False, mlp=4.0, blocks="last 9;all", text_tokens=226,
+                      video=True, time_dim=512),
 }
 SINGLE_STREAM = ("lumina", "krea2")  # archs whose --depth layers are single-stream (no --single)
 FIVE_D = ("qwen", "krea2")  # archs whose latents are [B, 16, 1, h, w] (one frame)
+DEFAULT_FRAMES = 9  # the video families' latent frames: 33 video frames (1 + 4 (T - 1))
+HUNYUAN_REFINER = 2  # HunyuanVideo's token refiner blocks (txt_in), over the prompt's rows and each concept
 QWEN_AXES_DIMS_ROPE = (16, 56, 56)  # Qwen-Image's RoPE axes at head dim 128
 Z_IMAGE_PAD = 32  # Z-Image's pad_tokens_multiple: caption and image tokens padded to a multiple of it
 Z_IMAGE_ADALN = 256  # Z-Image's adaLN input width (min(dim, 256); its timestep embedder gives 256)
@@ -174,16 +218,20 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="cpu", help="defaults for the options below")
     parser.add_argument("--family", choices=FAMILIES,
-                        help="model family (default flux1; the klein/flux2-dev/sd35-large/qwen-image/z-image/krea2 "
-                             "presets set it)")
+                        help="model family (default flux1; the klein/flux2-dev/sd35-large/qwen-image/z-image/krea2/"
+                             "hunyuan-video/cogvideox presets set it)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument("--dtype", choices=DTYPES)
     parser.add_argument("--depth", type=int, help="double blocks (Flux.1: 19); SD3: joint blocks (SD3.5 Large: 38); "
                                                    "Qwen-Image: dual-stream blocks (60); Z-Image: single-stream "
-                                                   "layers (30); Krea 2: single-stream blocks (28)")
+                                                   "layers (30); Krea 2: single-stream blocks (28); HunyuanVideo: "
+                                                   "double blocks (20); CogVideoX-5B: expert blocks (42)")
     parser.add_argument("--single", type=int, help="single blocks (Flux.1: 38); SD3 and Qwen-Image have none: 0; "
                                                     "Z-Image and Krea 2: does not apply (their layers are --depth)")
-    parser.add_argument("--sizes", help="image sizes in pixels, comma-separated (square)")
+    parser.add_argument("--sizes", help="image sizes in pixels, comma-separated (square; video: the frame size)")
+    parser.add_argument("--frames", type=int,
+                        help="video families only: latent frames (default 9: 33 video frames); latents "
+                             "[B, 16, frames, h, w]")
     parser.add_argument("--steps", type=int, help="sampling steps of the timed runs")
     parser.add_argument("--steps-check", help="two step counts whose peak memory is compared")
     parser.add_argument("--repeats", type=int, help="interleaved rounds; medians are reported")
@@ -191,7 +239,8 @@ def parse_args():
     parser.add_argument("--blocks", help="';'-separated block selections (default: 'last 4;all'; SD3.5 Large: "
                                          "'last 8;all', the pack's default for 38 joint blocks; Qwen-Image: "
                                          "'last 13;all', the pack's default for 60 blocks; Z-Image: 'last 8;all' "
-                                         "of 30 layers; Krea 2: 'last 7;all' of 28 blocks)")
+                                         "of 30 layers; Krea 2: 'last 7;all' of 28 blocks; HunyuanVideo "
+                                         "'last 4;all' of 20 double blocks; CogVideoX-5B 'last 9;all' of 42)")
     parser.add_argument("--focus", type=int, default=8,
                         help="C of the full-attention reference, the encode path and the steps check")
     parser.add_argument("--text-tokens", type=int,
@@ -237,6 +286,29 @@ def parse_args():
         if args.hidden % args.heads or (args.hidden // args.heads) % 16:
             parser.error(f"--hidden {args.hidden} --heads {args.heads}: Qwen-Image's head dim (hidden / heads) must "
                          "be a whole multiple of 16 (its RoPE splits it over three axes)")
+    if spec["arch"] == "cogvideox":  # expert blocks only, heads of 64 (model_detection: heads = dim / 64)
+        if single_given:
+            parser.error(f"--single {args.single}: CogVideoX has expert blocks only (use --single 0)")
+        args.single = 0
+        if args.heads is None:
+            args.heads = spec["heads"] if args.hidden == spec["hidden"] else max(1, args.hidden // 64)
+        if args.hidden % args.heads or (args.hidden // args.heads) % 16:
+            parser.error(f"--hidden {args.hidden} --heads {args.heads}: CogVideoX's head dim (hidden / heads) must be "
+                         "a whole multiple of 16 (its RoPE splits it over three axes)")
+    if spec["arch"] == "hunyuan":  # heads of 128 (model_detection: hidden / 128), RoPE axes [hd/8, 7hd/16, 7hd/16]
+        if args.heads is None:
+            args.heads = spec["heads"] if args.hidden == spec["hidden"] else max(1, args.hidden // 128)
+        if args.hidden % args.heads or (args.hidden // args.heads) % 32:
+            parser.error(f"--hidden {args.hidden} --heads {args.heads}: HunyuanVideo's head dim (hidden / heads) must "
+                         "be a whole multiple of 32 (its RoPE axes hd/8, 7hd/16, 7hd/16, each even)")
+    if spec.get("video"):
+        args.frames = DEFAULT_FRAMES if args.frames is None else args.frames
+        if args.frames < 1:
+            parser.error(f"--frames {args.frames}: at least 1 latent frame")
+    elif args.frames is not None:
+        parser.error(f"--frames {args.frames}: only for the video families (hunyuan-video, cogvideox)")
+    else:
+        args.frames = 1
     if spec["arch"] in SINGLE_STREAM:  # single-stream layers only, heads of 128 unless --heads says otherwise
         label, kind = spec["label"], "layers" if spec["arch"] == "lumina" else "blocks"
         if single_given:
@@ -267,11 +339,13 @@ def parse_args():
     args.concepts = [int(c) for c in args.concepts.split(",")]
     args.steps_check = [int(s) for s in args.steps_check.split(",")] if args.steps_check else []
     args.blocks = [b.strip() for b in args.blocks.split(";")]
-    blocks = f"d{args.depth}" if spec["arch"] in ("sd3", "qwen", *SINGLE_STREAM) else f"d{args.depth}s{args.single}"
+    blocks = (f"d{args.depth}" if spec["arch"] in ("sd3", "qwen", "cogvideox", *SINGLE_STREAM)
+              else f"d{args.depth}s{args.single}")
+    frames = f"-f{args.frames}" if spec.get("video") else ""  # a video's length: its own results
     width = f"-w{args.hidden}" if hidden_given else ""  # a smoke test's file never takes the real width's name
     references = f"-ref{args.references}" if args.references else ""  # an edit configuration: its own results
     args.name = args.name or (f"{args.family}-{args.device}-{args.dtype}-{blocks}{width}{references}-"
-                              + "-".join(map(str, args.sizes)))
+                              + "-".join(map(str, args.sizes)) + frames)
     return args
 
 
@@ -338,6 +412,31 @@ def build_model(args):
         config.update(features=args.hidden, heads=args.heads, kvheads=args.kv_heads, txtheads=spec["txt_heads"],
                       txtkvheads=spec["txt_heads"])
         model_config = comfy.supported_models.Krea2(config)
+    elif arch == "hunyuan":
+        # ComfyUI's HunyuanVideo as model_detection derives it from a HunyuanVideo 1.0 T2V checkpoint (patch [1, 2, 2],
+        # axes [16, 56, 56] at head dim 128, scaled with it; theta 256, qkv bias, vec_in_dim 768, guidance embed)
+        import dataclasses
+        import comfy.ldm.hunyuan_video.model as hunyuan
+        from tiny_hunyuan import hunyuan_config
+        head_dim = args.hidden // args.heads
+        config = hunyuan_config("1.0", depth=args.depth, single=args.single)
+        config.update(hidden_size=args.hidden, num_heads=args.heads, context_in_dim=args.text_dim,
+                      vec_in_dim=FAMILIES[args.family]["pooled"],
+                      axes_dim=[head_dim // 8, 7 * head_dim // 16, 7 * head_dim // 16])
+        fields = {f.name for f in dataclasses.fields(hunyuan.HunyuanVideoParams)}
+        config = {k: v for k, v in config.items() if k in fields or k == "image_model"}
+        model_config = comfy.supported_models.HunyuanVideo(config)
+    elif arch == "cogvideox":
+        # ComfyUI's CogVideoXTransformer3DModel as model_detection derives it from CogVideoX-5B (heads of 64, time
+        # embedding 512, Conv2d patches of 2, RoPE, no positional embedding); the class's sample size (90 x 60 x 49)
+        # and 226 text tokens
+        from tiny_cogvideox import cogvideox_config
+        spec = FAMILIES[args.family]
+        config = cogvideox_config("5b", layers=args.depth)
+        config.update(num_attention_heads=args.heads, attention_head_dim=args.hidden // args.heads,
+                      time_embed_dim=spec["time_dim"], text_embed_dim=args.text_dim, sample_width=90,
+                      sample_height=60, sample_frames=49, max_text_seq_length=226)
+        model_config = comfy.supported_models.CogVideoX_T2V(config)
     else:
         config = flux2_config(hidden=args.hidden, heads=args.heads, depth=args.depth, single=args.single,
                               context=args.text_dim, guidance=FAMILIES[args.family]["guidance"])
@@ -403,15 +502,18 @@ def stream_targets() -> list[tuple[object, str, str]]:
       and RoPE / to_add_out, txt_norm2, modulation and txt_mlp), Z-Image's NextDiTTextSide.project /
       update (attention_norm1, qkv, q/k_norm and RoPE at a one-token caption's position / out,
       attention_norm2, ffn_norm1, feed_forward, ffn_norm2) and Krea 2's Krea2TextSide.project / update
-      (prenorm, wq/wk/wv with qknorm, the gate / its sigmoid, wo, postnorm and the SwiGLU mlp);
+      (prenorm, wq/wk/wv with qknorm, the gate / its sigmoid, wo, postnorm and the SwiGLU mlp), CogVideoX's
+      CogTextSide.project / update (norm1's text half, q/k/v with norm_q/k / attn_out, norm2's text half,
+      ff_proj and ff_out); HunyuanVideo's text side is Flux's (FluxTextSide: concept_qkv / concept_update);
     - the per-call set-up (ConceptForward.__init__: with the concepts' text projection, Z-Image's
       cap_embedder and context refiner, Krea 2's text fusion transformer and txtmlp) and the
-      accumulation (ConceptCapture.add).
+      accumulation (ConceptCapture.add): HunyuanVideo's token refiner over the concepts, CogVideoX's
+      text_proj and its timestep embedding's text halves are there.
 
     A STREAM_PIECES function that no module imports (it was renamed or moved) is an error: the table
     would silently lose it."""
     from concept_attention_pack.nodes import concept_stream, families, patching
-    from concept_attention_pack.nodes.families import base, krea2, qwen_image, sd3, z_image
+    from concept_attention_pack.nodes.families import base, cogvideox, krea2, qwen_image, sd3, z_image
 
     modules = [module for key, module in sorted(sys.modules.items())
                if key.startswith(f"{PACK}.nodes.") and module is not None and module is not concept_stream]
@@ -425,7 +527,8 @@ def stream_targets() -> list[tuple[object, str, str]]:
     owners = {cls for family in families.FAMILIES for cls in type(family).__mro__
               if "text_side" in vars(cls) and cls is not base.Family}
     targets += [(cls, "text_side", "Family.text_side") for cls in sorted(owners, key=lambda c: c.__name__)]
-    sides = (sd3.ContextSide, qwen_image.QwenTextSide, z_image.NextDiTTextSide, krea2.Krea2TextSide)
+    sides = (sd3.ContextSide, qwen_image.QwenTextSide, z_image.NextDiTTextSide, krea2.Krea2TextSide,
+             cogvideox.CogTextSide)
     targets += [(side, name, f"{side.__name__}.{name}") for side in sides for name in ("project", "update")]
     targets += [(owner, name, f"{owner.__name__}.{name}")
                 for owner, name in ((patching.ConceptForward, "__init__"), (patching.ConceptCapture, "add"))]
@@ -553,9 +656,10 @@ class Bench:
         return self.api.patch_model(self.model, self.embeddings[:concepts], self.names[:concepts], blocks=blocks)
 
     def latent(self, size):
-        """An empty latent; Qwen-Image's and Krea 2's are 5-D [B, 16, 1, h, w] (one frame)."""
+        """An empty latent; Qwen-Image's and Krea 2's are 5-D [B, 16, 1, h, w] (one frame), the video families'
+        [B, 16, --frames, h, w]."""
         side = size // self.spec["scale"]
-        frames = (1,) if self.spec["arch"] in FIVE_D else ()
+        frames = (self.args.frames,) if self.spec.get("video") else (1,) if self.spec["arch"] in FIVE_D else ()
         return torch.zeros(1, self.spec["channels"], *frames, side, side)
 
     def conditioning(self, size):
@@ -661,6 +765,8 @@ class Bench:
         prompt = {"pooled_output": self.pooled} if self.pooled is not None else {}  # SD3's encode_adm reads it
         if self.args.references:
             prompt["reference_latents"] = self.references[size]
+        if self.spec["arch"] == "cogvideox":  # its concat_cond reads the noise's channels (none to add for T2V)
+            prompt.update(noise=latent, device=self.device)
         conds = base.extra_conds(cross_attn=self.context, **prompt)  # as sampling prepares them
         context = conds["c_crossattn"].cond
         inputs = {"guidance": torch.full((1,), 3.5)} if self.spec["guidance"] else {}
@@ -673,7 +779,9 @@ class Bench:
 
         # SD3's encode path needs the prompt's pooled vector, Qwen-Image edit's the references: a CONDITIONING
         # carries them, as the node is given it (Flux: the prompt alone)
-        conditioning = self.conditioning(size) if self.sd3 or self.qwen else self.context
+        # HunyuanVideo 1.0's the pooled CLIP-L vector (its y; the guidance the encode path sets itself)
+        full = self.sd3 or self.qwen or self.spec["arch"] == "hunyuan"
+        conditioning = self.conditioning(size) if full else self.context
 
         def encode():
             return self.api.concept_maps(model, latent, source="latent", sigma=0.5, conditioning=conditioning)
@@ -745,7 +853,7 @@ def forward_flops(args, size) -> float:
     tokens = n + references + text
     single = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 3 * d * d
     return (sum(_joint_block_flops(args, size, index, references) for index in range(args.depth))
-            + args.single * single + text * args.text_dim * d + (n + references) * 64 * d)
+            + args.single * single + _text_path_flops(args, text) + (n + references) * 64 * d)
 
 
 def _arch(args) -> str:
@@ -753,9 +861,10 @@ def _arch(args) -> str:
 
 
 def _image_tokens(args, size) -> int:
-    """Image tokens of a square image: 16 pixels per token side in every family (8 x 2 or 16 x 1)."""
+    """Image tokens of a square image: 16 pixels per token side in every family (8 x 2 or 16 x 1); a video's
+    --frames latent frames of them (one token per latent frame: patch [1, 2, 2] / CogVideoX 1.0's 2-D patches)."""
     spec = FAMILIES[args.family]
-    return (size // (spec["scale"] * spec["patch"])) ** 2
+    return args.frames * (size // (spec["scale"] * spec["patch"])) ** 2
 
 
 def _padded(args, tokens) -> int:
@@ -841,13 +950,20 @@ def _layer_flops(args, tokens, modulation=True) -> float:
     return _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + (_layer_modulation(args) if modulation else 0)
 
 
-def _text_path_flops(args, tokens, refined=None) -> float:
+def _text_path_flops(args, tokens, refined=None, prompts=1) -> float:
     """The text projection of `tokens` rows (the prompt's or the concepts'): Flux, SD3, Qwen-Image: one
     linear text_dim -> d. Z-Image: cap_embedder, then its 2 context-refiner layers over `refined` tokens
     (the padded caption; the concepts: one sequence of C). Krea 2: its text fusion transformer (2
     layer-wise blocks over each token's 12 tapped layers, the projector 12 -> 1, 2 refiner blocks over
-    the tokens) and txtmlp (txtdim -> d, d -> d)."""
+    the tokens) and txtmlp (txtdim -> d, d -> d). HunyuanVideo: its token refiner over `prompts` prompts of
+    tokens / prompts rows each (the prompt: one; the concepts: C one-token prompts): input_embedder text_dim -> d
+    per row, 2 refiner blocks (qkv 3, proj 1, MLP 8 per row; attention within each prompt), and per prompt its
+    c_embedder (text_dim -> d, d -> d) and the blocks' adaLN (2 d^2 each). CogVideoX: text_proj."""
     d = args.hidden
+    if _arch(args) == "hunyuan":
+        per = tokens // prompts
+        return (tokens * args.text_dim * d + HUNYUAN_REFINER * (12 * d * d * tokens + 2 * per * per * d * prompts)
+                + prompts * (args.text_dim * d + d * d + HUNYUAN_REFINER * 2 * d * d))
     if _arch(args) == "lumina":
         refined = tokens if refined is None else refined
         return tokens * args.text_dim * d + Z_IMAGE_REFINERS * _layer_flops(args, refined, modulation=False)
@@ -876,12 +992,20 @@ def _pre_only(args, index) -> bool:
     return _arch(args) == "sd3" and index == args.depth - 1
 
 
+def _joint_modulation(args) -> float:
+    """A double (joint) block's modulation of both halves per call: 12 d^2 (Qwen-Image: img_mod and txt_mod,
+    6 d^2 each; HunyuanVideo as Flux); CogVideoX: norm1 and norm2 from the time embedding, 6 d each half."""
+    if _arch(args) == "cogvideox":
+        return 2 * FAMILIES[args.family]["time_dim"] * 6 * args.hidden
+    return 12 * args.hidden * args.hidden
+
+
 def _joint_block_flops(args, size, index, references=0) -> float:
     """One double (joint) block: linear layers on every token, joint attention, modulation of both halves
-    (Qwen-Image: img_mod and txt_mod, 6 d^2 each). references: image tokens beyond the generated image's."""
+    (_joint_modulation). references: image tokens beyond the generated image's."""
     d, text = args.hidden, _text_tokens(args)
     tokens = _image_tokens(args, size) + references + text
-    flops = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + 12 * d * d
+    flops = _block_d2(args) * d * d * tokens + 2 * tokens * tokens * d + _joint_modulation(args)
     if _pre_only(args, index):
         flops -= (_block_d2(args) - 3) * d * d * text + 4 * d * d
     return flops
@@ -895,14 +1019,17 @@ def encode_flops(args, size, scored, references=0) -> float:
         return (_single_stream_prelude_flops(args, size)
                 + (scored[-1] + 1) * _layer_flops(args, _sequence_tokens(args, size)))
     return (sum(_joint_block_flops(args, size, index, references) for index in range(scored[-1] + 1))
-            + _text_tokens(args) * args.text_dim * args.hidden)
+            + _text_path_flops(args, _text_tokens(args)))
 
 
 def _stream_modulation(args) -> float:
     """The concepts' own modulation per block: the text half's 6 d^2 (Flux, SD3, Qwen-Image); Z-Image
-    and Krea 2 as their layers' (_layer_modulation)."""
+    and Krea 2 as their layers' (_layer_modulation); CogVideoX: norm1 and norm2 of the time embedding
+    (CogTextSide computes both halves and keeps the text's)."""
     if _arch(args) in SINGLE_STREAM:
         return _layer_modulation(args)
+    if _arch(args) == "cogvideox":
+        return _joint_modulation(args)
     return 6 * args.hidden * args.hidden
 
 
@@ -921,7 +1048,7 @@ def stream_flops(args, size, concepts, scored, variant, scored_references=0) -> 
     modulation = depth * _stream_modulation(args) - (4 * d * d if _pre_only(args, depth - 1) else 0)
     qkv = _qkv_d2(args)
     return (modulation + depth * (qkv * d * d * c + attention) + (depth - 1) * (_block_d2(args) - qkv) * d * d * c
-            + len(scored) * c * (n + scored_references) * d + _text_path_flops(args, c))
+            + len(scored) * c * (n + scored_references) * d + _text_path_flops(args, c, prompts=c))
 
 
 def markdown(rows, columns):
@@ -952,9 +1079,17 @@ def report(args, meter, sampling, encode, steps):
         blocks = f"{args.depth} single-stream blocks"
         prompt = (f"{args.text_tokens} prompt tokens (Qwen3-VL 4B, unpadded: {spec['txt_layers']} tapped layers x "
                   f"{spec['txt_dim']}, through its text fusion transformer)")
+    elif _arch(args) == "cogvideox":
+        blocks = f"{args.depth} expert blocks"
+        prompt = f"{_text_tokens(args)} prompt tokens (T5, padded to 226 by its tokenizer)"
+    elif _arch(args) == "hunyuan":
+        blocks = f"{args.depth} double + {args.single} single blocks (and the {HUNYUAN_REFINER}-block token refiner)"
+        prompt = f"{_text_tokens(args)} prompt tokens (llava-llama3, unpadded)"
     else:
         blocks = f"{args.depth} double + {args.single} single blocks"
         prompt = f"{_text_tokens(args)} prompt tokens"
+    if FAMILIES[args.family].get("video"):
+        blocks += f", {args.frames} latent frames ({1 + 4 * (args.frames - 1)} video frames)"
     heads = f"{args.heads} heads" + (f", {args.kv_heads} KV heads" if args.kv_heads else "")
     out = [f"{FAMILIES[args.family]['label']}, width {args.hidden} ({heads}), text width {args.text_dim}, "
            f"{blocks}, {prompt}, {args.dtype} on {args.device}; {args.steps} euler steps, cfg 1; "
